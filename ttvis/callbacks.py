@@ -1,0 +1,147 @@
+"""Lightning callbacks: per-subject-epoch exports and a progress bar that names the epoch."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
+
+from ttvis.export import (
+    atomic_save_npy,
+    atomic_save_png,
+    atomic_torch_save,
+    class_palette,
+    projection_scale,
+    render_background,
+)
+from ttvis.subject import try_load_subject_head
+
+log = logging.getLogger(__name__)
+
+
+def encode_points(
+    module: L.LightningModule, reps: np.ndarray, batch_size: int, device: torch.device
+) -> np.ndarray:
+    """Encode ``reps [M, D]`` (possibly memory-mapped) in batches -> ``[M, 2]`` float32."""
+    out = np.empty((reps.shape[0], 2), dtype=np.float32)
+    with torch.no_grad():
+        for start in range(0, reps.shape[0], batch_size):
+            chunk = torch.as_tensor(np.asarray(reps[start : start + batch_size], dtype=np.float32))
+            out[start : start + chunk.shape[0]] = module.encode(chunk.to(device)).cpu().numpy()
+    return out
+
+
+class ExportCallback(L.Callback):
+    """At the end of each fit, write the subject epoch's projection, scale, background and model.
+
+    Files (DESIGN.md §2), under ``{out_dir}``, each written atomically by global rank zero::
+
+        projection/{epoch}.npy   float32 [N*F, 2], every sample in original order
+        scale/{epoch}.npy        float32 [4]: x_min, y_min, x_max, y_max
+        bgimg/{epoch}.png        resolution x resolution decision regions
+        vismodel/{model_epoch}.pth
+
+    The datamodule tells which run and epochs (``trainer.datamodule.run`` and
+    ``.export_epochs``, ``.model_epoch``); the module provides ``encode``/``decode``.
+
+    Args:
+        out_dir: the export folder, ``content_path/visualize/{VIS_NAME}``.
+        resolution: background image side in pixels.
+        scale_margin: growth of the projection's box on each side, as a share of its extent.
+        batch_size: points per encoder/decoder call during export.
+        boundary_gap: top-1 minus top-2 probability below which a pixel is boundary.
+        boundary_strength: colour strength of boundary pixels (0 white, 1 full).
+        min_strength: colour strength just above the boundary gap.
+        max_linear_residual: largest residual accepted for a least-squares linear subject head.
+    """
+
+    def __init__(
+        self,
+        out_dir: str | Path,
+        resolution: int = 300,
+        scale_margin: float = 0.1,
+        batch_size: int = 90000,
+        boundary_gap: float = 0.15,
+        boundary_strength: float = 0.1,
+        min_strength: float = 0.3,
+        max_linear_residual: float = 1e-3,
+    ) -> None:
+        super().__init__()
+        self.out_dir = Path(out_dir)
+        self.resolution = resolution
+        self.scale_margin = scale_margin
+        self.batch_size = batch_size
+        self.colour_kwargs = {
+            "boundary_gap": boundary_gap,
+            "boundary_strength": boundary_strength,
+            "min_strength": min_strength,
+        }
+        self.max_linear_residual = max_linear_residual
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        dm = trainer.datamodule
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            for epoch in dm.export_epochs:
+                self.export_epoch(dm.run, epoch, pl_module)
+            atomic_torch_save(
+                self.out_dir / "vismodel" / f"{dm.model_epoch}.pth",
+                pl_module.autoencoder.export_state(),
+            )
+        finally:
+            pl_module.train(was_training)
+
+    def export_epoch(self, run, epoch: int, module: L.LightningModule) -> None:
+        """Write projection, scale and background of one subject epoch."""
+        start = time.perf_counter()
+        device = module.device
+        projection = encode_points(module, run.representations(epoch), self.batch_size, device)
+        if not np.isfinite(projection).all():
+            raise FloatingPointError(
+                f"epoch {epoch}: the visualizer produced non-finite positions; nothing exported"
+            )
+        scale = projection_scale(projection, self.scale_margin)
+        head = try_load_subject_head(
+            run, epoch, device, max_linear_residual=self.max_linear_residual
+        )
+        palette = class_palette(run.n_classes) if head is not None else None
+        image = render_background(
+            module.decode,
+            head.predict if head is not None else None,
+            scale,
+            self.resolution,
+            palette,
+            batch_size=self.batch_size,
+            device=device,
+            **self.colour_kwargs,
+        )
+        atomic_save_npy(self.out_dir / "projection" / f"{epoch}.npy", projection)
+        atomic_save_npy(self.out_dir / "scale" / f"{epoch}.npy", scale)
+        atomic_save_png(self.out_dir / "bgimg" / f"{epoch}.png", image)
+        log.info(
+            "epoch %d: exported projection %s, scale and %dx%d background to %s (%.1fs)",
+            epoch,
+            projection.shape,
+            self.resolution,
+            self.resolution,
+            self.out_dir,
+            time.perf_counter() - start,
+        )
+
+
+class SubjectEpochProgressBar(TQDMProgressBar):
+    """TQDM bar whose description reads ``DVI epoch 5 (3/10) · vis epoch 2``."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args, **kwargs) -> None:
+        super().on_train_epoch_start(trainer, *args, **kwargs)
+        dm = trainer.datamodule
+        label = getattr(dm, "progress_label", "visualizer")
+        self.train_progress_bar.set_description(f"{label} · vis epoch {trainer.current_epoch + 1}")

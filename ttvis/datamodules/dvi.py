@@ -1,0 +1,148 @@
+"""DVI's datamodule: the spatial complex of one subject epoch, streamed as edges (DESIGN.md §4)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import lightning as L
+import numpy as np
+import torch
+
+from ttvis.complex import EdgeSet, KNNGraph, neighbour_overlap, spatial_complex
+from ttvis.datamodules.edges import EdgeStream
+from ttvis.run import RunError, TrainingRun
+
+log = logging.getLogger(__name__)
+
+
+class DVIDataModule(L.LightningDataModule):
+    """Builds the complex of ``run``'s subject ``epoch`` and streams its edges.
+
+    Args:
+        run: the validated training run.
+        epoch: the subject epoch.
+        n_neighbors: k of the k-NN graph.
+        s_n_epochs: spatial edge draws per visualizer epoch, relative to ``sum(p)``.
+        b_n_epochs: boundary edge draws per visualizer epoch (0 disables boundary samples).
+        batch_size: edges per batch and process.
+        metric: k-NN metric.
+        exact_knn_below: training sets smaller than this use exact brute-force k-NN, larger ones
+            pynndescent (whose one-off compilation costs ~30 s per process).
+        seed: seeds the k-NN and the edge draws.
+        prev_knn: the previous subject epoch's k-NN graph, to measure how many neighbours each
+            sample keeps (``npr``) for the temporal loss weight.
+    """
+
+    def __init__(
+        self,
+        run: TrainingRun,
+        epoch: int,
+        n_neighbors: int = 15,
+        s_n_epochs: float = 5,
+        b_n_epochs: float = 0,
+        batch_size: int = 1000,
+        metric: str = "euclidean",
+        exact_knn_below: int = 10000,
+        seed: int = 0,
+        prev_knn: KNNGraph | None = None,
+    ) -> None:
+        super().__init__()
+        if b_n_epochs:
+            raise NotImplementedError("boundary complexes (b_n_epochs > 0) are not available yet")
+        n_train = run.train_points.size
+        if n_train < n_neighbors + 1:
+            raise RunError(
+                f"{run.content_path}: {n_train} training points, but n_neighbors={n_neighbors} "
+                f"needs at least {n_neighbors + 1}; lower method.n_neighbors"
+            )
+        self.run = run
+        self.epoch = epoch
+        self.n_neighbors = n_neighbors
+        self.s_n_epochs = s_n_epochs
+        self.batch_size = batch_size
+        self.metric = metric
+        self.exact_knn_below = exact_knn_below
+        self.seed = seed
+        self.prev_knn = prev_knn
+        self.knn: KNNGraph | None = None
+        self.edges: EdgeSet | None = None
+        self.persistence: np.ndarray | None = None
+        self._reps: np.ndarray | None = None
+        self._stream: EdgeStream | None = None
+
+    def build(self) -> None:
+        """Build the complex on the CPU (idempotent); fills ``knn``, ``edges``, ``persistence``."""
+        if self.edges is not None:
+            return
+        start = time.perf_counter()
+        self._reps = self.run.train_representations(self.epoch)
+        self.edges, self.knn = spatial_complex(
+            self._reps,
+            self.n_neighbors,
+            self.s_n_epochs,
+            metric=self.metric,
+            seed=self.seed,
+            exact_below=self.exact_knn_below,
+        )
+        if self.prev_knn is not None:
+            self.persistence = neighbour_overlap(self.prev_knn.indices, self.knn.indices) / float(
+                self.n_neighbors
+            )
+        log.info(
+            "epoch %d: complex of %d points, %d edges, %d draws per visualizer epoch (%.1fs)",
+            self.epoch,
+            self._reps.shape[0],
+            len(self.edges),
+            self.edges.edges_per_epoch(self.s_n_epochs),
+            time.perf_counter() - start,
+        )
+
+    @property
+    def export_epochs(self) -> list[int]:
+        """Subject epochs this datamodule's visualizer exports: just its own."""
+        return [self.epoch]
+
+    @property
+    def model_epoch(self) -> int:
+        """Name of the exported visualizer, ``vismodel/{model_epoch}.pth``."""
+        return self.epoch
+
+    @property
+    def progress_label(self) -> str:
+        """``DVI epoch e (k/K)`` for the progress bar."""
+        k = self.run.epochs.index(self.epoch) + 1
+        return f"DVI epoch {self.epoch} ({k}/{len(self.run.epochs)})"
+
+    @property
+    def rep_variance(self) -> float:
+        """Mean per-dimension variance of the training representations (recon loss scale)."""
+        self.build()
+        return float(self._reps.var(axis=0, dtype=np.float64).mean())
+
+    @property
+    def mean_persistence(self) -> float:
+        """``mean_i(npr_i)``: the share of k-NN kept since the previous epoch (0 without one)."""
+        return float(self.persistence.mean()) if self.persistence is not None else 0.0
+
+    def setup(self, stage: str) -> None:
+        self.build()
+        if self._stream is not None:
+            return
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        rank = trainer.global_rank if trainer is not None else 0
+        world = trainer.world_size if trainer is not None else 1
+        reps = torch.as_tensor(self._reps, device=device)
+        self._stream = EdgeStream(
+            reps,
+            self.edges,
+            n_edges=self.edges.edges_per_epoch(self.s_n_epochs),
+            batch_size=self.batch_size,
+            seed=self.seed * 1_000_003 + self.epoch,
+            rank=rank,
+            world_size=world,
+        )
+
+    def train_dataloader(self) -> EdgeStream:
+        return self._stream

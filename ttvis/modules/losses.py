@@ -1,0 +1,110 @@
+"""Visualizer losses (DESIGN.md §4.4): UMAP cross-entropy, reconstruction, temporal anchor."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def umap_ab(spread: float = 1.0, min_dist: float = 0.1) -> tuple[float, float]:
+    """UMAP's low-dimensional curve ``1 / (1 + a d^(2b))`` parameters from ``umap-learn``."""
+    from umap.umap_ import find_ab_params
+
+    a, b = find_ab_params(spread, min_dist)
+    return float(a), float(b)
+
+
+def umap_loss(
+    emb_from: Tensor,
+    emb_to: Tensor,
+    a: float,
+    b: float,
+    negative_sample_rate: int = 5,
+    repulsion_strength: float = 1.0,
+    generator: torch.Generator | None = None,
+    eps: float = 1e-4,
+) -> Tensor:
+    """Fuzzy-set cross-entropy between graph membership and low-dimensional similarity.
+
+    Positive pairs are the ``B`` edges; negatives pair each edge's head with
+    ``negative_sample_rate`` random tails drawn from the batch (membership 0).
+
+    Args:
+        emb_from: ``[B, 2]`` embeddings of edge heads.
+        emb_to: ``[B, 2]`` embeddings of edge tails.
+        a, b: curve parameters from :func:`umap_ab`.
+        negative_sample_rate: m, negatives per edge.
+        repulsion_strength: weight of the negative (repulsive) term.
+        generator: random source for the negatives (on the embeddings' device).
+        eps: lower bound on probabilities inside the logarithms.
+
+    Returns:
+        Scalar mean cross-entropy over the ``B * (1 + m)`` pairs.
+    """
+    batch = emb_from.shape[0]
+    d2_pos = (emb_from - emb_to).pow(2).sum(1)
+    neg_idx = torch.randint(
+        0, batch, (batch * negative_sample_rate,), device=emb_to.device, generator=generator
+    )
+    neg_from = emb_from.repeat(negative_sample_rate, 1)
+    d2_neg = (neg_from - emb_to[neg_idx]).pow(2).sum(1)
+    # q = 1 / (1 + a d^(2b)), written with d^2 to avoid sqrt's infinite gradient at 0.
+    q_pos = 1.0 / (1.0 + a * d2_pos.clamp_min(1e-12).pow(b))
+    q_neg = 1.0 / (1.0 + a * d2_neg.clamp_min(1e-12).pow(b))
+    attraction = -torch.log(q_pos.clamp(eps, 1.0))
+    repulsion = -torch.log((1.0 - q_neg).clamp(eps, 1.0)) * repulsion_strength
+    return torch.cat([attraction, repulsion]).mean()
+
+
+def reconstruction_loss(x: Tensor, x_hat: Tensor, counts: Tensor | None = None) -> Tensor:
+    """Mean squared reconstruction error.
+
+    Args:
+        x: ``[U, D]`` inputs.
+        x_hat: ``[U, D]`` reconstructions.
+        counts: ``[U]`` how often each row occurs among the batch's edge ends; weighting by it
+            makes the loss over unique rows equal to the loss over all ``2B`` edge ends.
+
+    Returns:
+        Scalar.
+    """
+    per_row = (x - x_hat).pow(2).mean(1)
+    if counts is None:
+        return per_row.mean()
+    counts = counts.to(per_row.dtype)
+    return (per_row * counts).sum() / counts.sum()
+
+
+def prediction_loss(logits_x: Tensor, logits_recon: Tensor, counts: Tensor | None = None) -> Tensor:
+    """Cross-entropy of the subject's prediction on reconstructions against that on inputs.
+
+    Keeps ``argmax head(g(f(x))) == argmax head(x)`` (prediction preserving, DESIGN.md §7)
+    and the confidence with it: the target is the subject's softmax on ``x``.
+
+    Args:
+        logits_x: ``[U, C]`` subject logits on the inputs (no gradient needed).
+        logits_recon: ``[U, C]`` subject logits on the reconstructions.
+        counts: ``[U]`` edge-end multiplicity of each row, as in :func:`reconstruction_loss`.
+
+    Returns:
+        Scalar.
+    """
+    target = logits_x.argmax(1)
+    # Logits of an early-epoch classifier are tiny (near-uniform softmax); measuring them in
+    # units of their own spread gives the loss the same grip at every stage of training.
+    temperature = logits_x.float().std().clamp_min(1e-6)
+    per_row = torch.nn.functional.cross_entropy(
+        logits_recon.float() / temperature, target, reduction="none"
+    )
+    if counts is None:
+        return per_row.mean()
+    counts = counts.to(per_row.dtype)
+    return (per_row * counts).sum() / counts.sum()
+
+
+def temporal_loss(params: list[Tensor], anchors: list[Tensor]) -> Tensor:
+    """Sum of squared differences between current and previous-epoch visualizer weights."""
+    total = params[0].new_zeros(())
+    for p, p0 in zip(params, anchors, strict=True):
+        total = total + (p - p0).pow(2).sum()
+    return total

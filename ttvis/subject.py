@@ -1,0 +1,206 @@
+"""The subject head: the classifier's logits for an arbitrary representation (DESIGN.md §3).
+
+Backgrounds, prediction preserving and confidence metrics need ``prediction(rep)`` for points
+that are not in the data set (decoded grid points, reconstructions). Two sources:
+
+1. ``model.py`` + ``model/{epoch}.pth`` in the run folder: the class is instantiated, its state
+   dict loaded with ``weights_only=True`` and its ``prediction`` method called.
+2. Otherwise, a linear head ``logits = rep @ W + b`` fitted by least squares on the epoch's own
+   (representation, prediction) pairs; it is used only when its relative residual is small.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import json
+import logging
+import sys
+
+import numpy as np
+import torch
+from torch import nn
+
+from ttvis.run import CONFIG_FILE, RunError, TrainingRun
+
+log = logging.getLogger(__name__)
+
+
+class SubjectHeadError(RuntimeError):
+    """The classifier's head cannot be evaluated for this run."""
+
+
+class SubjectHead(nn.Module):
+    """Maps representations ``[M, D]`` to logits ``[M, C]``; subclasses define :meth:`forward`."""
+
+    def predict(self, reps: torch.Tensor, batch_size: int = 65536) -> torch.Tensor:
+        """Logits ``[M, C]`` for ``reps [M, D]``, in batches, without gradients."""
+        param = next(self.parameters(), None)
+        buffer = next(self.buffers(), None)
+        ref = param if param is not None else buffer
+        device, dtype = (ref.device, ref.dtype) if ref is not None else (reps.device, reps.dtype)
+        out = []
+        with torch.no_grad():
+            for start in range(0, reps.shape[0], batch_size):
+                chunk = reps[start : start + batch_size].to(device=device, dtype=dtype)
+                out.append(self(chunk).float())
+        return torch.cat(out) if out else torch.zeros(0, 0)
+
+
+class LinearHead(SubjectHead):
+    """``logits = reps @ weight + bias``, recovered from data by least squares.
+
+    Args:
+        weight: ``[D, C]``.
+        bias: ``[C]``.
+        residual: relative Frobenius residual of the fit on the data it came from.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, residual: float) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight)
+        self.register_buffer("bias", bias)
+        self.residual = residual
+
+    def forward(self, reps: torch.Tensor) -> torch.Tensor:
+        return reps @ self.weight + self.bias
+
+    @classmethod
+    def fit(cls, reps: np.ndarray, logits: np.ndarray) -> LinearHead:
+        """Least-squares fit on ``reps [N, D]`` and ``logits [N, C]`` (float64 internally)."""
+        x = np.asarray(reps, dtype=np.float64)
+        p = np.asarray(logits, dtype=np.float64)
+        # Centre both sides so the bias is solved exactly and the system stays well conditioned.
+        x_mean, p_mean = x.mean(0), p.mean(0)
+        w, *_ = np.linalg.lstsq(x - x_mean, p - p_mean, rcond=None)
+        b = p_mean - x_mean @ w
+        fitted = x @ w + b
+        scale = np.linalg.norm(p - p_mean) or 1.0
+        residual = float(np.linalg.norm(fitted - p) / scale)
+        return cls(torch.from_numpy(w).float(), torch.from_numpy(b).float(), residual)
+
+
+class ModelHead(SubjectHead):
+    """The ``prediction`` method of the user's subject model."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model.eval()
+
+    def forward(self, reps: torch.Tensor) -> torch.Tensor:
+        return self.model.prediction(reps)
+
+
+def _subject_class(run: TrainingRun) -> tuple[type, dict]:
+    """Import ``model.py`` from the run folder and pick the subject class and its kwargs.
+
+    ``config.json`` may name it as ``{"subject_model": {"class": "Net", "kwargs": {...}}}``;
+    otherwise the one ``nn.Module`` subclass defined in ``model.py`` with a ``prediction``
+    method is used, constructed without arguments.
+    """
+    path = run.model_code_path
+    spec_name = f"ttvis_subject_model_{abs(hash(str(path)))}"
+    if spec_name in sys.modules:
+        module = sys.modules[spec_name]
+    else:
+        spec = importlib.util.spec_from_file_location(spec_name, path)
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as err:
+            raise SubjectHeadError(f"{path}: importing it failed: {err!r}") from err
+        sys.modules[spec_name] = module
+    config_path = run.content_path / CONFIG_FILE
+    wanted, kwargs = None, {}
+    if config_path.exists():
+        entry = json.loads(config_path.read_text()).get("subject_model") or {}
+        wanted, kwargs = entry.get("class"), entry.get("kwargs", {})
+    candidates = {
+        name: obj
+        for name, obj in vars(module).items()
+        if inspect.isclass(obj)
+        and issubclass(obj, nn.Module)
+        and obj.__module__ == module.__name__
+        and callable(getattr(obj, "prediction", None))
+    }
+    if wanted is not None:
+        if wanted not in candidates:
+            raise SubjectHeadError(
+                f"{config_path}: subject_model.class is {wanted!r}, but {path} defines no "
+                f"nn.Module of that name with a prediction() method (found {sorted(candidates)})"
+            )
+        return candidates[wanted], kwargs
+    if len(candidates) != 1:
+        raise SubjectHeadError(
+            f"{path}: expected exactly one nn.Module class with a prediction() method, found "
+            f"{sorted(candidates) or 'none'}; name one in config.json as "
+            '{"subject_model": {"class": "...", "kwargs": {...}}}'
+        )
+    return next(iter(candidates.values())), kwargs
+
+
+def load_subject_head(
+    run: TrainingRun,
+    epoch: int,
+    device: torch.device | str = "cpu",
+    max_linear_residual: float = 1e-3,
+) -> SubjectHead:
+    """The subject head of ``epoch``: from ``model.py`` if present, else a fitted linear head.
+
+    Args:
+        run: the validated run.
+        epoch: subject epoch.
+        device: where the head evaluates.
+        max_linear_residual: the largest relative least-squares residual accepted for a
+            linear head recovered from (representation, prediction) pairs.
+
+    Raises:
+        SubjectHeadError: when neither source gives a usable head; the message says why.
+    """
+    if run.model_code_path.exists():
+        cls, kwargs = _subject_class(run)
+        state_path = run.model_state_path(epoch)
+        if not state_path.exists():
+            raise SubjectHeadError(f"{state_path}: file not found (model.py needs it)")
+        model = cls(**kwargs)
+        try:
+            state = torch.load(state_path, map_location="cpu", weights_only=True)
+            model.load_state_dict(state)
+        except Exception as err:
+            raise SubjectHeadError(f"{state_path}: cannot load into {cls.__name__}: {err}") from err
+        return ModelHead(model).to(device)
+
+    logits = run.predictions(epoch)
+    if logits is None:
+        raise SubjectHeadError(
+            f"{run.content_path}: no model.py and no {run.prediction_path(epoch)}; the subject "
+            "head needs one of them"
+        )
+    if run.shape.n_features != 1:
+        raise SubjectHeadError(
+            f"{run.representation_path(epoch)}: [N, F, D] representations need model.py to "
+            "map each feature to a prediction"
+        )
+    head = LinearHead.fit(run.representations(epoch), logits)
+    if head.residual > max_linear_residual:
+        raise SubjectHeadError(
+            f"epoch {epoch}: predictions are not a linear function of the representations "
+            f"(least-squares relative residual {head.residual:.2e} > {max_linear_residual:.0e}); "
+            f"put the subject model's code in {run.model_code_path} so backgrounds and "
+            "prediction metrics can use the real head"
+        )
+    log.info("epoch %d: linear subject head recovered, residual %.1e", epoch, head.residual)
+    return head.to(device)
+
+
+def try_load_subject_head(
+    run: TrainingRun, epoch: int, device: torch.device | str = "cpu", **kwargs
+) -> SubjectHead | None:
+    """:func:`load_subject_head`, but None (with one warning) for runs that cannot have one."""
+    if not run.is_classification:
+        return None
+    try:
+        return load_subject_head(run, epoch, device, **kwargs)
+    except (SubjectHeadError, RunError) as err:
+        log.warning("No subject head: %s. Backgrounds stay white, prediction metrics skipped.", err)
+        return None

@@ -1,0 +1,110 @@
+"""Fit visualizers from a composed config: the logic behind ``train.py``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig, OmegaConf
+
+from ttvis.run import TrainingRun
+from ttvis.subject import try_load_subject_head
+
+log = logging.getLogger(__name__)
+
+
+def instantiate_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    """Every non-null entry of ``cfg.callbacks``, freshly built (Trainers never share them)."""
+    return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+
+
+def instantiate_logger(cfg: DictConfig) -> Logger | bool:
+    """The configured logger, or False when ``logger=none``."""
+    return instantiate(cfg.logger) if cfg.get("logger") else False
+
+
+def make_trainer(cfg: DictConfig, logger: Logger | bool) -> L.Trainer:
+    """A Trainer from ``cfg.trainer`` with fresh callbacks and the shared logger."""
+    return instantiate(cfg.trainer, callbacks=instantiate_callbacks(cfg), logger=logger)
+
+
+def open_run(cfg: DictConfig) -> TrainingRun:
+    """Validate ``cfg.content_path`` (and ``cfg.epochs``) before any work starts."""
+    epochs = OmegaConf.to_object(cfg.epochs) if cfg.get("epochs") is not None else None
+    if isinstance(epochs, int):
+        epochs = [epochs]
+    run = TrainingRun(cfg.content_path, epochs=epochs)
+    log.info("%s", run)
+    if run.is_classification:
+        # Fail early and loudly if backgrounds will be white, instead of after training.
+        try_load_subject_head(
+            run, run.epochs[0], max_linear_residual=cfg.export.max_linear_residual
+        )
+    return run
+
+
+def training_head(cfg: DictConfig, run: TrainingRun, epoch: int):
+    """The subject head for the prediction-preserving loss, or None when it is off or absent."""
+    if cfg.method.get("lambda_pred", 0) <= 0:
+        return None
+    return try_load_subject_head(run, epoch, max_linear_residual=cfg.export.max_linear_residual)
+
+
+def fit_dvi(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dict[str, Any]:
+    """DVI: one visualizer per subject epoch, each warm-started from the previous (§4).
+
+    Returns:
+        ``{"epochs": {e: final mean loss}, "seconds": {"complex": .., "fit": ..}}``.
+    """
+    prev_state, prev_knn = None, None
+    summary: dict[str, Any] = {"epochs": {}, "seconds": {"complex": 0.0, "fit": 0.0}}
+    for k, epoch in enumerate(run.epochs, start=1):
+        t0 = time.perf_counter()
+        datamodule = instantiate(cfg.method.datamodule)(run=run, epoch=epoch, prev_knn=prev_knn)
+        datamodule.build()
+        t1 = time.perf_counter()
+        module = instantiate(cfg.method.module)(
+            subject_epoch=epoch,
+            log_prefix=f"{cfg.vis_name}/epoch_{epoch}",
+            recon_scale=datamodule.rep_variance,
+            subject_head=training_head(cfg, run, epoch),
+        )
+        if prev_state is not None:
+            weight = cfg.method.lambda2 * datamodule.mean_persistence
+            module.warm_start(prev_state, temporal_weight=weight)
+            log.info(
+                "epoch %d (%d/%d): warm start, %.1f%% of k-NN kept, temporal weight %.3g",
+                epoch,
+                k,
+                len(run.epochs),
+                100 * datamodule.mean_persistence,
+                weight,
+            )
+        trainer = make_trainer(cfg, logger)
+        trainer.fit(module, datamodule=datamodule)
+        t2 = time.perf_counter()
+        loss = trainer.callback_metrics.get("loss")
+        summary["epochs"][epoch] = float(loss) if loss is not None else None
+        summary["seconds"]["complex"] += t1 - t0
+        summary["seconds"]["fit"] += t2 - t1
+        prev_state = {n: p.detach().clone() for n, p in module.autoencoder.state_dict().items()}
+        prev_knn = datamodule.knn
+    return summary
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Validate the run, fit the configured method, export; return a summary dict."""
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    run = open_run(cfg)
+    logger = instantiate_logger(cfg)
+    fit = instantiate(cfg.method.fit)
+    start = time.perf_counter()
+    summary = fit(cfg=cfg, run=run, logger=logger)
+    summary["seconds"]["total"] = time.perf_counter() - start
+    summary["output_dir"] = str(cfg.output_dir)
+    log.info("Exports in %s", cfg.output_dir)
+    return summary
