@@ -94,7 +94,7 @@ class ExportCallback(L.Callback):
                 self.export_epoch(dm.run, epoch, pl_module)
             atomic_torch_save(
                 self.out_dir / "vismodel" / f"{dm.model_epoch}.pth",
-                pl_module.autoencoder.export_state(),
+                pl_module.export_state(),
             )
         finally:
             pl_module.train(was_training)

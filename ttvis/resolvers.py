@@ -17,12 +17,13 @@ def _rep_dim(content_path: str) -> int:
     return representation_dim(content_path)
 
 
-def _encoder_dims(input_dim: int, hidden: ListConfig, latent_dim: int) -> list[int]:
-    return [int(input_dim), *(int(h) for h in hidden), int(latent_dim)]
+def _encoder_dims(input_dim: int, hidden: ListConfig, latent_dim: int) -> ListConfig:
+    return OmegaConf.create([int(input_dim), *(int(h) for h in hidden), int(latent_dim)])
 
 
-def _decoder_dims(latent_dim: int, hidden: ListConfig, output_dim: int) -> list[int]:
-    return [int(latent_dim), *(int(h) for h in reversed(list(hidden))), int(output_dim)]
+def _decoder_dims(latent_dim: int, hidden: ListConfig, output_dim: int) -> ListConfig:
+    dims = [int(latent_dim), *(int(h) for h in reversed(list(hidden))), int(output_dim)]
+    return OmegaConf.create(dims)
 
 
 def _demo_run(cache_dir: str, epochs: int = 10, seed: int = 0) -> str:

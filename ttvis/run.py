@@ -262,12 +262,11 @@ class TrainingRun:
         parts = {}
         for key in ("train", "test"):
             values = data.get(key, [])
-            try:
-                arr = np.asarray(values, dtype=np.int64)
-            except (TypeError, ValueError):
-                raise RunError(f'{path}: "{key}" must be a list of integers') from None
-            if arr.ndim != 1:
-                raise RunError(f'{path}: "{key}" must be a flat list of integers')
+            if not isinstance(values, list) or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in values
+            ):
+                raise RunError(f'{path}: "{key}" must be a flat list of integers (sample indices)')
+            arr = np.asarray(values, dtype=np.int64).reshape(-1)
             if arr.size and (arr.min() < 0 or arr.max() >= n):
                 raise RunError(
                     f'{path}: "{key}" holds indices {arr.min()}..{arr.max()}; expected 0..{n - 1}'

@@ -11,11 +11,13 @@ that are not in the data set (decoded grid points, reconstructions). Two sources
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import inspect
 import json
 import logging
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -81,14 +83,49 @@ class LinearHead(SubjectHead):
 
 
 class ModelHead(SubjectHead):
-    """The ``prediction`` method of the user's subject model."""
+    """The ``prediction`` method of the user's subject model.
 
-    def __init__(self, model: nn.Module) -> None:
+    Args:
+        model: the subject model, weights loaded.
+        source: ``(model.py path, class name, constructor kwargs)`` it was built from; lets
+            the head be pickled into other processes (``ddp_spawn``), which re-import model.py.
+    """
+
+    def __init__(self, model: nn.Module, source: tuple[str, str, dict] | None = None) -> None:
         super().__init__()
         self.model = model.eval()
+        self.source = source
 
     def forward(self, reps: torch.Tensor) -> torch.Tensor:
         return self.model.prediction(reps)
+
+    def __reduce__(self):
+        if self.source is None:
+            return super().__reduce__()
+        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        return (_rebuild_model_head, (*self.source, state))
+
+
+def _import_model_code(path: Path):
+    """Import ``model.py`` under a name stable across processes (one import per process)."""
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
+    name = f"ttvis_subject_model_{digest}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as err:
+        raise SubjectHeadError(f"{path}: importing it failed: {err!r}") from err
+    sys.modules[name] = module
+    return module
+
+
+def _rebuild_model_head(path: str, class_name: str, kwargs: dict, state: dict) -> ModelHead:
+    model = getattr(_import_model_code(Path(path)), class_name)(**kwargs)
+    model.load_state_dict(state)
+    return ModelHead(model, (path, class_name, kwargs))
 
 
 def _subject_class(run: TrainingRun) -> tuple[type, dict]:
@@ -99,17 +136,7 @@ def _subject_class(run: TrainingRun) -> tuple[type, dict]:
     method is used, constructed without arguments.
     """
     path = run.model_code_path
-    spec_name = f"ttvis_subject_model_{abs(hash(str(path)))}"
-    if spec_name in sys.modules:
-        module = sys.modules[spec_name]
-    else:
-        spec = importlib.util.spec_from_file_location(spec_name, path)
-        module = importlib.util.module_from_spec(spec)
-        try:
-            spec.loader.exec_module(module)
-        except Exception as err:
-            raise SubjectHeadError(f"{path}: importing it failed: {err!r}") from err
-        sys.modules[spec_name] = module
+    module = _import_model_code(path)
     config_path = run.content_path / CONFIG_FILE
     wanted, kwargs = None, {}
     if config_path.exists():
@@ -168,7 +195,7 @@ def load_subject_head(
             model.load_state_dict(state)
         except Exception as err:
             raise SubjectHeadError(f"{state_path}: cannot load into {cls.__name__}: {err}") from err
-        return ModelHead(model).to(device)
+        return ModelHead(model, (str(run.model_code_path), cls.__name__, kwargs)).to(device)
 
     logits = run.predictions(epoch)
     if logits is None:

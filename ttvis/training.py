@@ -27,9 +27,11 @@ def instantiate_logger(cfg: DictConfig) -> Logger | bool:
     return instantiate(cfg.logger) if cfg.get("logger") else False
 
 
-def make_trainer(cfg: DictConfig, logger: Logger | bool) -> L.Trainer:
-    """A Trainer from ``cfg.trainer`` with fresh callbacks and the shared logger."""
-    return instantiate(cfg.trainer, callbacks=instantiate_callbacks(cfg), logger=logger)
+def make_trainer(cfg: DictConfig, logger: Logger | bool, **overrides: Any) -> L.Trainer:
+    """A Trainer from ``cfg.trainer`` (plus ``overrides``), fresh callbacks, the shared logger."""
+    return instantiate(
+        cfg.trainer, callbacks=instantiate_callbacks(cfg), logger=logger, **overrides
+    )
 
 
 def open_run(cfg: DictConfig) -> TrainingRun:
@@ -67,10 +69,12 @@ def fit_dvi(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dict[st
         datamodule = instantiate(cfg.method.datamodule)(run=run, epoch=epoch, prev_knn=prev_knn)
         datamodule.build()
         t1 = time.perf_counter()
+        shift, scale = datamodule.input_normalisation()
         module = instantiate(cfg.method.module)(
             subject_epoch=epoch,
             log_prefix=f"{cfg.vis_name}/epoch_{epoch}",
-            recon_scale=datamodule.rep_variance,
+            input_shift=shift,
+            input_scale=scale,
             subject_head=training_head(cfg, run, epoch),
         )
         if prev_state is not None:
@@ -84,11 +88,23 @@ def fit_dvi(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dict[st
                 100 * datamodule.mean_persistence,
                 weight,
             )
-        trainer = make_trainer(cfg, logger)
+        overrides = {}
+        if prev_state is not None and cfg.method.get("warm_max_epochs"):
+            overrides["max_epochs"] = min(cfg.method.warm_max_epochs, cfg.trainer.max_epochs)
+        trainer = make_trainer(cfg, logger, **overrides)
         trainer.fit(module, datamodule=datamodule)
         t2 = time.perf_counter()
         loss = trainer.callback_metrics.get("loss")
         summary["epochs"][epoch] = float(loss) if loss is not None else None
+        log.info(
+            "epoch %d (%d/%d): %d visualizer epochs, final loss %.4f, %.1fs",
+            epoch,
+            k,
+            len(run.epochs),
+            trainer.current_epoch,
+            summary["epochs"][epoch] or float("nan"),
+            t2 - t1,
+        )
         summary["seconds"]["complex"] += t1 - t0
         summary["seconds"]["fit"] += t2 - t1
         prev_state = {n: p.detach().clone() for n, p in module.autoencoder.state_dict().items()}

@@ -114,11 +114,13 @@ class DVIDataModule(L.LightningDataModule):
         k = self.run.epochs.index(self.epoch) + 1
         return f"DVI epoch {self.epoch} ({k}/{len(self.run.epochs)})"
 
-    @property
-    def rep_variance(self) -> float:
-        """Mean per-dimension variance of the training representations (recon loss scale)."""
+    def input_normalisation(self) -> tuple[torch.Tensor, float]:
+        """``(shift [D], scale)``: per-dimension mean and root mean variance of the training
+        representations, the visualizer's input normalisation."""
         self.build()
-        return float(self._reps.var(axis=0, dtype=np.float64).mean())
+        shift = self._reps.mean(axis=0, dtype=np.float64)
+        scale = float(np.sqrt(self._reps.var(axis=0, dtype=np.float64).mean()))
+        return torch.as_tensor(shift, dtype=torch.float32), scale
 
     @property
     def mean_persistence(self) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 
@@ -46,10 +47,31 @@ class Autoencoder(nn.Module):
         z = self.encoder(x)
         return z, self.decoder(z)
 
-    def export_state(self) -> dict:
-        """What ``vismodel/{epoch}.pth`` holds, in the original tool's format."""
+    def export_state(self, shift: Tensor | None = None, scale: float | Tensor = 1.0) -> dict:
+        """What ``vismodel/{epoch}.pth`` holds, in the original tool's format.
+
+        Args:
+            shift: ``[D]`` mean the network's inputs were centred by, or None.
+            scale: scalar the centred inputs were divided by.
+
+        Returns:
+            ``{"state_dict", "encoder_dims", "decoder_dims"}`` for a network that takes and
+            returns raw representations: the input normalisation is folded into the first
+            encoder layer and the last decoder layer, so the original tool needs no extra step.
+        """
+        state = {k: v.detach().cpu().clone() for k, v in self.state_dict().items()}
+        if shift is not None:
+            shift = shift.detach().cpu().to(torch.float32)
+            scale = torch.as_tensor(scale, dtype=torch.float32).cpu()
+            first = "encoder.0.0" if len(self.encoder_dims) > 2 else "encoder.0"
+            last = f"decoder.{len(self.decoder_dims) - 2}"
+            w_in, b_in = state[f"{first}.weight"], state[f"{first}.bias"]
+            state[f"{first}.weight"] = w_in / scale  # W (x - m) / s = (W / s) x - W m / s
+            state[f"{first}.bias"] = b_in - (w_in @ shift) / scale
+            state[f"{last}.weight"] = state[f"{last}.weight"] * scale  # s (W h + b) + m
+            state[f"{last}.bias"] = state[f"{last}.bias"] * scale + shift
         return {
-            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+            "state_dict": state,
             "encoder_dims": self.encoder_dims,
             "decoder_dims": self.decoder_dims,
         }

@@ -31,9 +31,16 @@ class VisualizerModule(L.LightningModule):
         scheduler: partial LR-scheduler factory, stepped once per visualizer epoch, or None.
         lambda1: weight of the reconstruction loss.
         lambda_pred: weight of the prediction-preserving loss (needs ``subject_head``).
-        recon_scale: the reconstruction error is divided by this (the representations' mean
-            per-dimension variance), so ``lambda1`` means the same for any feature scale.
+        input_shift: ``[D]`` per-dimension mean of the subject epoch's representations.
+        input_scale: their root mean per-dimension variance. The network sees
+            ``(x - input_shift) / input_scale``, so ``lambda1``, the learning rate and the
+            temporal weight mean the same whatever the features' scale and drift over training;
+            the exported model has the normalisation folded in.
         subject_head: frozen classifier head ``[B, D] -> [B, C]``, or None.
+        mix_fraction: share of the batch's edges whose random interpolation
+            ``l * x_head + (1 - l) * x_tail`` is added to the reconstruction and prediction
+            losses, so the inverse mapping also learns the space between samples (where unseen
+            samples and decision boundaries lie); 0 turns it off.
         negative_sample_rate: negatives per edge in the UMAP loss.
         spread, min_dist: UMAP curve shape, turned into ``a, b`` by umap-learn.
         repulsion_strength: weight of the UMAP loss's negative term.
@@ -50,8 +57,10 @@ class VisualizerModule(L.LightningModule):
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         lambda1: float = 1.0,
         lambda_pred: float = 0.0,
-        recon_scale: float = 1.0,
+        input_shift: Tensor | None = None,
+        input_scale: float = 1.0,
         subject_head: nn.Module | None = None,
+        mix_fraction: float = 0.0,
         negative_sample_rate: int = 5,
         spread: float = 1.0,
         min_dist: float = 0.1,
@@ -61,14 +70,18 @@ class VisualizerModule(L.LightningModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer", "scheduler", "subject_head"])
+        self.save_hyperparameters(ignore=["optimizer", "scheduler", "subject_head", "input_shift"])
         self.autoencoder = Autoencoder(list(encoder_dims), list(decoder_dims))
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.lambda1 = lambda1
         self.lambda_pred = lambda_pred if subject_head is not None else 0.0
-        self.recon_scale = float(recon_scale) if recon_scale > 0 else 1.0
+        shift = torch.zeros(encoder_dims[0]) if input_shift is None else input_shift
+        self.register_buffer("input_shift", torch.as_tensor(shift, dtype=torch.float32))
+        scale = float(input_scale) if input_scale > 0 else 1.0
+        self.register_buffer("input_scale", torch.tensor(scale, dtype=torch.float32))
         self.subject_head = subject_head
+        self.mix_fraction = mix_fraction
         if subject_head is not None:
             subject_head.requires_grad_(False)
         self.negative_sample_rate = negative_sample_rate
@@ -82,13 +95,25 @@ class VisualizerModule(L.LightningModule):
         self._generator: torch.Generator | None = None
 
     # ------------------------------------------------------------------ inference API
+    def normalise(self, x: Tensor) -> Tensor:
+        """Raw representations ``[B, D]`` -> the network's input space."""
+        return (x - self.input_shift) / self.input_scale
+
+    def denormalise(self, x: Tensor) -> Tensor:
+        """The network's output space ``[B, D]`` -> raw representations."""
+        return x * self.input_scale + self.input_shift
+
     def encode(self, x: Tensor) -> Tensor:
         """Representations ``[B, D]`` -> 2-D positions ``[B, 2]``."""
-        return self.autoencoder.encoder(x)
+        return self.autoencoder.encoder(self.normalise(x))
 
     def decode(self, z: Tensor) -> Tensor:
         """2-D positions ``[B, 2]`` -> representations ``[B, D]``."""
-        return self.autoencoder.decoder(z)
+        return self.denormalise(self.autoencoder.decoder(z))
+
+    def export_state(self) -> dict:
+        """The visualizer as ``vismodel/*.pth`` stores it: raw representations in and out."""
+        return self.autoencoder.export_state(self.input_shift, self.input_scale)
 
     # ------------------------------------------------------------------ warm start
     def warm_start(self, state_dict: dict[str, Tensor], temporal_weight: float) -> None:
@@ -111,24 +136,38 @@ class VisualizerModule(L.LightningModule):
         self._generator.manual_seed(self.seed * 7919 + self.subject_epoch * 104729 + rank)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        x = batch["x"]
-        z, x_hat = self.autoencoder(x)
+        x = self.normalise(batch["x"])
+        head_pos, tail_pos = batch["head_pos"], batch["tail_pos"]
+        counts = batch.get("counts")
+        n_mix = int(round(self.mix_fraction * head_pos.shape[0]))
+        if n_mix > 0:
+            lam = torch.rand(n_mix, 1, device=x.device, generator=self._generator)
+            x_mix = lam * x[head_pos[:n_mix]] + (1 - lam) * x[tail_pos[:n_mix]]
+            x_all = torch.cat([x, x_mix])
+            if counts is None:
+                counts = torch.ones(x.shape[0], device=x.device, dtype=torch.long)
+            counts = torch.cat([counts, counts.new_ones(n_mix)])
+        else:
+            x_all = x
+        z_all, x_hat = self.autoencoder(x_all)
+        z = z_all[: x.shape[0]]
         loss_umap = umap_loss(
-            z[batch["head_pos"]],
-            z[batch["tail_pos"]],
+            z[head_pos],
+            z[tail_pos],
             self.a,
             self.b,
             negative_sample_rate=self.negative_sample_rate,
             repulsion_strength=self.repulsion_strength,
             generator=self._generator,
         )
-        loss_recon = reconstruction_loss(x, x_hat, batch.get("counts")) / self.recon_scale
+        loss_recon = reconstruction_loss(x_all, x_hat, counts)
         total = loss_umap + self.lambda1 * loss_recon
         losses = {"umap": loss_umap, "recon": loss_recon}
         if self.lambda_pred > 0:
             with torch.no_grad():
-                target = self.subject_head(x)
-            loss_pred = prediction_loss(target, self.subject_head(x_hat), batch.get("counts"))
+                target = self.subject_head(self.denormalise(x_all))
+            logits_recon = self.subject_head(self.denormalise(x_hat))
+            loss_pred = prediction_loss(target, logits_recon, counts)
             total = total + self.lambda_pred * loss_pred
             losses["pred"] = loss_pred
         if self.temporal_weight > 0 and self._anchors:
@@ -136,7 +175,7 @@ class VisualizerModule(L.LightningModule):
             total = total + self.temporal_weight * loss_temporal
             losses["temporal"] = loss_temporal
         losses["total"] = total
-        n_edges = batch["head_pos"].shape[0]
+        n_edges = head_pos.shape[0]
         for name, value in losses.items():
             self.log(
                 f"{self.log_prefix}/{name}",

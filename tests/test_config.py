@@ -1,0 +1,114 @@
+"""Every method x model config composes, and the autoencoder dims follow the run's D."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import CONF_DIR, run_train
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from ttvis.modules import Autoencoder
+
+METHODS = sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml"))
+MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+
+
+def test_configs_are_discovered():
+    assert "dvi" in METHODS
+    assert "default" in MODELS
+
+
+def _compose(method: str, model: str, content_path: Path, extra: list[str] | None = None):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(
+            "config",
+            overrides=[f"method={method}", f"model={model}", f"content_path={content_path}"]
+            + list(extra or []),
+            return_hydra_config=True,
+        )
+
+
+def _expected_dims(cfg, dim: int) -> tuple[list[int], list[int]]:
+    hidden = [int(h) for h in cfg.model.hidden_dims]
+    latent = int(cfg.model.latent_dim)
+    return [dim, *hidden, latent], [latent, *reversed(hidden), dim]
+
+
+@pytest.fixture(scope="module")
+def narrow_run(tmp_path_factory) -> Path:
+    """A minimal run whose D (7) differs from the demo's, to show D is read, not typed."""
+    root = tmp_path_factory.mktemp("narrow") / "run"
+    rep = root / "dataset" / "representation"
+    rep.mkdir(parents=True)
+    for epoch in (1, 2):
+        np.save(rep / f"{epoch}.npy", np.random.default_rng(epoch).random((30, 7), np.float32))
+    return root
+
+
+@pytest.mark.parametrize(("method", "model"), list(itertools.product(METHODS, MODELS)))
+def test_compose_every_combination(method, model, demo_run, narrow_run):
+    for run in (demo_run, narrow_run):
+        dim = int(np.load(run / "dataset/representation/1.npy", mmap_mode="r").shape[-1])
+        cfg = _compose(method, model, run)
+        enc, dec = _expected_dims(cfg, dim)
+        assert list(cfg.model.encoder_dims) == enc
+        assert list(cfg.model.decoder_dims) == dec
+        assert enc[-1] == 2 and dec[0] == 2
+        assert cfg.model.input_dim == dim
+        assert cfg.method.name
+        assert cfg.output_dir == f"{run}/visualize/{cfg.vis_name}"
+        module_cfg = cfg.method.get("module")
+        if module_cfg is not None and "encoder_dims" in module_cfg:
+            assert list(module_cfg.encoder_dims) == enc
+            assert list(module_cfg.decoder_dims) == dec
+            # The module config instantiates into a network of exactly those shapes.
+            module = instantiate(module_cfg)(subject_epoch=1, log_prefix="test")
+            z, x_hat = module.autoencoder(torch.zeros(3, dim))
+            assert z.shape == (3, 2) and x_hat.shape == (3, dim)
+            assert isinstance(module.autoencoder, Autoencoder)
+
+
+def test_hidden_dims_override_changes_dims(demo_run):
+    cfg = _compose("dvi", "default", demo_run, ["model.hidden_dims=[16,8]"])
+    dim = int(np.load(demo_run / "dataset/representation/1.npy", mmap_mode="r").shape[-1])
+    assert list(cfg.model.encoder_dims) == [dim, 16, 8, 2]
+    assert list(cfg.model.decoder_dims) == [2, 8, 16, dim]
+
+
+def test_trainer_and_callbacks_instantiate(demo_run, tmp_path):
+    cfg = _compose("dvi", "default", demo_run, [f"hydra.run.dir={tmp_path}"])
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c]
+    assert {type(c).__name__ for c in callbacks} >= {"ExportCallback", "EarlyStopping"}
+    export = next(c for c in callbacks if type(c).__name__ == "ExportCallback")
+    assert Path(export.out_dir) == demo_run / "visualize" / "DVI"
+    assert OmegaConf.select(cfg, "trainer._target_") == "lightning.pytorch.Trainer"
+
+
+def _cfg_job(demo_run, tmp_path, resolve: bool):
+    flags = ["--cfg", "job"] + (["--resolve"] if resolve else [])
+    return run_train([*flags, f"content_path={demo_run}"], tmp_path, small=False, check=False)
+
+
+def test_cfg_job_prints_dims_unresolved(demo_run, tmp_path):
+    proc = _cfg_job(demo_run, tmp_path, resolve=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "encoder_dims: ${ttvis.encoder_dims:" in proc.stdout
+    assert not (demo_run / "visualize").exists()
+
+
+def test_cfg_job_resolve_prints_dims(demo_run, tmp_path):
+    proc = _cfg_job(demo_run, tmp_path, resolve=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    dim = int(np.load(demo_run / "dataset/representation/1.npy", mmap_mode="r").shape[-1])
+    cfg = OmegaConf.create(proc.stdout)
+    hidden = list(cfg.model.hidden_dims)
+    assert list(cfg.model.encoder_dims) == [dim, *hidden, 2]
+    assert list(cfg.model.decoder_dims) == [2, *reversed(hidden), dim]
+    assert re.search(rf"input_dim: {dim}\b", proc.stdout)

@@ -1,0 +1,211 @@
+"""Edge streaming, the visualizer losses and the autoencoder layout, against brute force."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from ttvis.complex import EdgeSet
+from ttvis.datamodules import EdgeStream
+from ttvis.modules import Autoencoder
+from ttvis.modules.autoencoder import mlp
+from ttvis.modules.losses import reconstruction_loss, temporal_loss, umap_ab, umap_loss
+
+# A hand-made complex on 6 vertices; vertex v's feature row is [v, 10 v] so rows name vertices.
+HEAD = np.array([0, 1, 1, 2, 3, 4, 5, 0], dtype=np.int64)
+TAIL = np.array([1, 0, 2, 1, 4, 3, 0, 5], dtype=np.int64)
+WEIGHT = np.array([1.0, 1.0, 0.5, 0.5, 0.25, 0.25, 0.125, 0.125], dtype=np.float32)
+
+
+def _edge_set() -> EdgeSet:
+    return EdgeSet(HEAD, TAIL, WEIGHT, np.ones(6, np.float32), np.zeros(6, np.float32))
+
+
+def _reps() -> torch.Tensor:
+    v = torch.arange(6, dtype=torch.float32)
+    return torch.stack([v, 10 * v], 1)
+
+
+def _drawn_edges(stream: EdgeStream) -> list[tuple[int, int]]:
+    """Decode every batch of one pass back into (head, tail) vertex pairs."""
+    out = []
+    for batch in stream:
+        x = batch["x"]
+        assert torch.equal(x[:, 1], 10 * x[:, 0])  # rows are genuine vertex rows
+        assert x[:, 0].unique().numel() == x.shape[0], "vertices are not distinct"
+        heads = x[batch["head_pos"], 0].long().tolist()
+        tails = x[batch["tail_pos"], 0].long().tolist()
+        # counts: how often each distinct vertex occurs among the batch's 2B edge ends.
+        ends = Counter(heads + tails)
+        assert batch["counts"].tolist() == [ends[int(v)] for v in x[:, 0].tolist()]
+        out += list(zip(heads, tails, strict=True))
+    return out
+
+
+def test_edge_stream_frequency_follows_weight():
+    n_edges = 16000
+    stream = EdgeStream(_reps(), _edge_set(), n_edges=n_edges, batch_size=700, seed=3)
+    drawn = _drawn_edges(stream)
+    assert len(drawn) == n_edges
+    valid = set(zip(HEAD.tolist(), TAIL.tolist(), strict=True))
+    assert set(drawn) <= valid, "a drawn pair is not an edge of the complex"
+    counts = Counter(drawn)
+    observed = np.array([counts[(h, t)] for h, t in zip(HEAD, TAIL, strict=True)])
+    w = WEIGHT.astype(np.float64)
+    expected = n_edges * w / w.sum()
+    chi2 = stats.chisquare(observed, expected)
+    assert chi2.pvalue > 1e-3, (observed, expected.round())
+    assert np.abs(observed / expected - 1).max() < 0.15
+
+
+def test_edge_stream_length_and_batches():
+    stream = EdgeStream(_reps(), _edge_set(), n_edges=2500, batch_size=1000, seed=0)
+    batches = list(stream)
+    assert len(stream) == len(batches) == 3
+    assert [b["head_pos"].numel() for b in batches] == [1000, 1000, 500]
+    assert all(b["tail_pos"].numel() == b["head_pos"].numel() for b in batches)
+    # A second pass is the next visualizer epoch: new draws, same sizes.
+    again = list(stream)
+    assert len(again) == 3
+    assert not all(
+        torch.equal(a["head_pos"], b["head_pos"]) for a, b in zip(batches, again, strict=True)
+    )
+
+
+def test_edge_stream_ranks_draw_their_own_half():
+    n_edges = 3001
+    ranks = [
+        EdgeStream(_reps(), _edge_set(), n_edges, 500, seed=7, rank=r, world_size=2) for r in (0, 1)
+    ]
+    drawn = [_drawn_edges(s) for s in ranks]
+    for d in drawn:
+        assert len(d) == math.ceil(n_edges / 2)
+    assert drawn[0] != drawn[1], "both ranks drew the same edges"
+    assert len(ranks[0]) == len(ranks[1]) == math.ceil(math.ceil(n_edges / 2) / 500)
+    # Same seed and rank: reproducible.
+    again = EdgeStream(_reps(), _edge_set(), n_edges, 500, seed=7, rank=0, world_size=2)
+    assert _drawn_edges(again) == drawn[0]
+
+
+def test_edge_stream_rejects_empty_complex():
+    empty = EdgeSet(*(np.zeros(0, t) for t in (np.int64, np.int64, np.float32)),
+                    np.ones(6, np.float32), np.zeros(6, np.float32))  # fmt: skip
+    with pytest.raises(ValueError, match="no edges"):
+        EdgeStream(_reps(), empty, n_edges=10, batch_size=4)
+
+
+def _q(d2: float, a: float, b: float) -> float:
+    return 1.0 / (1.0 + a * max(d2, 1e-12) ** b)
+
+
+@pytest.mark.parametrize(("m", "repulsion"), [(3, 1.0), (5, 0.5)])
+def test_umap_loss_matches_brute_force(m, repulsion):
+    a, b = umap_ab(1.0, 0.1)
+    assert 1.0 < a < 2.5 and 0.7 < b < 1.0  # umap-learn's curve for min_dist 0.1
+    gen = torch.Generator().manual_seed(0)
+    emb_from = torch.randn(9, 2, generator=gen, dtype=torch.float64)
+    emb_to = torch.randn(9, 2, generator=gen, dtype=torch.float64)
+    emb_to[0] = emb_from[0]  # a zero-distance edge
+    loss = umap_loss(
+        emb_from, emb_to, a, b, negative_sample_rate=m, repulsion_strength=repulsion,
+        generator=torch.Generator().manual_seed(42),
+    )  # fmt: skip
+    # The same negatives: tails drawn uniformly from the batch by the same generator state.
+    neg = torch.randint(0, 9, (9 * m,), generator=torch.Generator().manual_seed(42)).tolist()
+    eps = 1e-4
+    terms = []
+    for i in range(9):
+        d2 = float(((emb_from[i] - emb_to[i]) ** 2).sum())
+        terms.append(-math.log(min(max(_q(d2, a, b), eps), 1.0)))
+    for k, j in enumerate(neg):
+        d2 = float(((emb_from[k % 9] - emb_to[j]) ** 2).sum())
+        terms.append(-math.log(min(max(1.0 - _q(d2, a, b), eps), 1.0)) * repulsion)
+    assert float(loss) == pytest.approx(sum(terms) / len(terms), rel=1e-9)
+
+
+def test_umap_loss_attraction_only_and_gradients():
+    a, b = umap_ab()
+    x = torch.tensor([[0.0, 0.0], [3.0, 4.0]], requires_grad=True)
+    y = torch.tensor([[0.0, 1.0], [3.0, 4.0]])
+    loss = umap_loss(x, y, a, b, negative_sample_rate=0)
+    expected = (-math.log(_q(1.0, a, b)) - math.log(_q(0.0, a, b))) / 2
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    loss.backward()
+    assert torch.isfinite(x.grad).all()  # finite even at distance 0
+    assert x.grad[0, 1] < 0  # pulls the first head towards its tail (up)
+
+
+def test_reconstruction_loss_with_counts_equals_mean_over_repeated_rows():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 4, generator=gen)
+    x_hat = torch.randn(5, 4, generator=gen)
+    counts = torch.tensor([1, 3, 2, 1, 4])
+    weighted = reconstruction_loss(x, x_hat, counts)
+    rep_x = x.repeat_interleave(counts, 0)
+    rep_hat = x_hat.repeat_interleave(counts, 0)
+    assert float(weighted) == pytest.approx(float(((rep_x - rep_hat) ** 2).mean()), rel=1e-6)
+    assert float(reconstruction_loss(x, x_hat)) == pytest.approx(
+        float(((x - x_hat) ** 2).mean()), rel=1e-6
+    )
+    assert float(weighted) != pytest.approx(float(reconstruction_loss(x, x_hat)), rel=1e-3)
+
+
+def test_temporal_loss_matches_brute_force():
+    net = Autoencoder([4, 3, 2], [2, 3, 4])
+    anchors = [p.detach().clone() for p in net.parameters()]
+    assert temporal_loss(list(net.parameters()), anchors).item() == 0.0
+    with torch.no_grad():
+        for i, p in enumerate(net.parameters()):
+            p.add_(0.1 * (i + 1) * torch.arange(p.numel(), dtype=p.dtype).reshape(p.shape))
+    expected = 0.0
+    for p, p0 in zip(net.parameters(), anchors, strict=True):
+        for v, v0 in zip(p.detach().flatten().tolist(), p0.flatten().tolist(), strict=True):
+            expected += (v - v0) ** 2
+    loss = temporal_loss(list(net.parameters()), anchors)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    loss.backward()
+    assert all(p.grad is not None for p in net.parameters())
+
+
+def test_autoencoder_state_dict_follows_original_tool():
+    net = Autoencoder([64, 32, 16, 2], [2, 16, 32, 64])
+    keys = list(net.state_dict())
+    assert keys == [
+        "encoder.0.0.weight", "encoder.0.0.bias", "encoder.1.0.weight", "encoder.1.0.bias",
+        "encoder.2.weight", "encoder.2.bias",
+        "decoder.0.0.weight", "decoder.0.0.bias", "decoder.1.0.weight", "decoder.1.0.bias",
+        "decoder.2.weight", "decoder.2.bias",
+    ]  # fmt: skip
+    sd = net.state_dict()
+    assert sd["encoder.0.0.weight"].shape == (32, 64)
+    assert sd["encoder.2.weight"].shape == (2, 16)
+    assert sd["decoder.2.weight"].shape == (64, 32)
+    z, x_hat = net(torch.randn(7, 64))
+    assert z.shape == (7, 2) and x_hat.shape == (7, 64)
+    state = net.export_state()
+    assert state["encoder_dims"] == [64, 32, 16, 2] and state["decoder_dims"] == [2, 16, 32, 64]
+    assert list(state["state_dict"]) == keys
+    # No hidden layer: a single Linear.
+    assert list(Autoencoder([5, 2], [2, 5]).state_dict())[:2] == [
+        "encoder.0.weight",
+        "encoder.0.bias",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("enc", "dec"),
+    [([64, 32, 2], [3, 32, 64]), ([64, 32, 2], [2, 32, 63]), ([64, 2], [2, 16, 65])],
+)
+def test_autoencoder_dims_must_chain(enc, dec):
+    with pytest.raises(ValueError, match="do not chain"):
+        Autoencoder(enc, dec)
+
+
+def test_mlp_needs_two_sizes():
+    with pytest.raises(ValueError, match="at least an input and an output"):
+        mlp([4])

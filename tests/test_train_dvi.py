@@ -1,0 +1,185 @@
+"""End to end: ``python train.py`` on a copy of the tiny demo run, single and multi-process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import copy_run, run_train
+from matplotlib import image as mpl_image
+
+from ttvis.export import class_palette, pixel_of
+from ttvis.modules import Autoencoder
+from ttvis.run import TrainingRun
+
+pytestmark = pytest.mark.slow
+
+RESOLUTION = 40
+# Enough visualizer steps (~13 batches x 5 epochs per subject epoch) for decision regions that
+# match the samples on them, with a small network to stay fast.
+QUALITY = [
+    "trainer.max_epochs=5",
+    "method.s_n_epochs=2",
+    "method.batch_size=100",
+    "model.hidden_dims=[64,64]",
+    f"export.resolution={RESOLUTION}",
+    "logger=tensorboard",
+]
+
+
+def check_export(content_path: Path, epochs: list[int], resolution: int = RESOLUTION) -> Path:
+    """Assert a complete, valid DVI export for exactly ``epochs``; return the export folder."""
+    run = TrainingRun(content_path)
+    vis = content_path / "visualize" / "DVI"
+    for sub in ("projection", "scale", "vismodel"):
+        assert sorted(p.name for p in (vis / sub).iterdir()) == sorted(
+            f"{e}.{'pth' if sub == 'vismodel' else 'npy'}" for e in epochs
+        ), sub
+    assert sorted(p.name for p in (vis / "bgimg").iterdir()) == sorted(f"{e}.png" for e in epochs)
+    for epoch in epochs:
+        proj = np.load(vis / "projection" / f"{epoch}.npy")
+        assert proj.dtype == np.float32 and proj.shape == (run.shape.n_points, 2)
+        assert np.isfinite(proj).all()
+        assert proj.std(0).min() > 0, "collapsed projection"
+        scale = np.load(vis / "scale" / f"{epoch}.npy")
+        assert scale.shape == (4,) and np.isfinite(scale).all()
+        x_min, y_min, x_max, y_max = scale
+        assert x_min < x_max and y_min < y_max
+        assert (proj[:, 0] >= x_min).all() and (proj[:, 0] <= x_max).all()
+        assert (proj[:, 1] >= y_min).all() and (proj[:, 1] <= y_max).all()
+        image = mpl_image.imread(vis / "bgimg" / f"{epoch}.png")
+        assert image.shape[:2] == (resolution, resolution)
+
+        saved = torch.load(vis / "vismodel" / f"{epoch}.pth", weights_only=True)
+        assert set(saved) >= {"state_dict", "encoder_dims", "decoder_dims"}
+        dim = run.shape.dim
+        assert saved["encoder_dims"][0] == dim and saved["encoder_dims"][-1] == 2
+        assert saved["decoder_dims"][0] == 2 and saved["decoder_dims"][-1] == dim
+        net = Autoencoder(saved["encoder_dims"], saved["decoder_dims"])
+        net.load_state_dict(saved["state_dict"])
+        # The saved visualizer is the one that produced the projection.
+        reps = torch.from_numpy(np.array(run.representations(epoch), dtype=np.float32))
+        with torch.no_grad():
+            np.testing.assert_allclose(net.encoder(reps).numpy(), proj, rtol=1e-4, atol=1e-4)
+    leftovers = [p for p in vis.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
+    assert not leftovers, f"temporary files left behind: {leftovers}"
+    return vis
+
+
+@pytest.fixture(scope="module")
+def trained(demo_run, tmp_path_factory) -> tuple[Path, Path]:
+    """``(content_path, hydra_dir)`` of one train.py run with the TensorBoard logger on."""
+    tmp = tmp_path_factory.mktemp("train")
+    content = copy_run(demo_run, tmp / "run")
+    run_train([f"content_path={content}", *QUALITY], tmp)
+    return content, tmp / "hydra"
+
+
+def test_export_is_complete_and_valid(trained):
+    content, hydra_dir = trained
+    check_export(content, [1, 2, 3])
+    assert (hydra_dir / ".hydra" / "config.yaml").exists()
+
+
+def _class_of_pixels(pixels: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """Nearest palette colour of each pixel once its fade towards white is undone."""
+    p = pixels.astype(np.float64)
+    errors = []
+    for colour in palette.astype(np.float64):
+        d = colour - 1.0
+        s = np.clip(((p - 1.0) @ d) / (d @ d), 0.0, 1.0)
+        errors.append(np.linalg.norm(1.0 - s[:, None] * (1.0 - colour) - p, axis=1))
+    return np.argmin(np.stack(errors, 1), 1)
+
+
+def _matches(run: TrainingRun, vis: Path, flip: bool) -> tuple[int, int, int]:
+    """(matching, coloured, total) training samples over all epochs."""
+    palette = class_palette(run.n_classes)
+    hits = coloured = total = 0
+    for epoch in run.epochs:
+        proj = np.load(vis / "projection" / f"{epoch}.npy")[run.train_points]
+        scale = np.load(vis / "scale" / f"{epoch}.npy")
+        image = mpl_image.imread(vis / "bgimg" / f"{epoch}.png")[..., :3]
+        if flip:
+            image = image[::-1]  # what an upside-down (row 0 = y_min) reading would see
+        rc = pixel_of(proj, scale, image.shape[0])
+        pixels = image[rc[:, 0], rc[:, 1]]
+        predicted = np.asarray(run.predictions(epoch))[run.train_index].argmax(1)
+        keep = pixels.min(1) < 0.85  # skip nearly white (boundary) pixels
+        hits += int((_class_of_pixels(pixels[keep], palette) == predicted[keep]).sum())
+        coloured += int(keep.sum())
+        total += len(predicted)
+    return hits, coloured, total
+
+
+def test_background_under_each_sample_has_its_predicted_class(trained):
+    content, _ = trained
+    run = TrainingRun(content)
+    vis = content / "visualize" / "DVI"
+    hits, coloured, total = _matches(run, vis, flip=False)
+    assert coloured >= 0.3 * total, f"only {coloured}/{total} samples lie on coloured pixels"
+    assert hits >= 0.7 * coloured, f"{hits}/{coloured} samples lie on their predicted class"
+    # Control: the same check on a vertically flipped image does much worse.
+    flipped, _, _ = _matches(run, vis, flip=True)
+    assert flipped < hits - 0.2 * coloured
+
+
+def test_tensorboard_events_per_subject_epoch(trained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, hydra_dir = trained
+    events = list((hydra_dir / "tensorboard").rglob("events.out.tfevents.*"))
+    assert events, f"no event files under {hydra_dir}"
+    tags = set()
+    for event_file in events:
+        acc = EventAccumulator(str(event_file))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    for epoch in (1, 2, 3):
+        mine = {t for t in tags if t.startswith(f"DVI/epoch_{epoch}/")}
+        assert any("umap" in t for t in mine), sorted(tags)
+        assert any("recon" in t for t in mine), sorted(tags)
+        assert any("total" in t for t in mine), sorted(tags)
+    assert any(t.startswith("DVI/epoch_2/temporal") for t in tags), "no temporal loss logged"
+
+
+def test_selected_non_contiguous_epochs(demo_run, tmp_path):
+    content = copy_run(demo_run, tmp_path / "run")
+    run_train([f"content_path={content}", "epochs=[1,3]"], tmp_path)
+    check_export(content, [1, 3])
+
+
+def test_ddp_two_processes(demo_run, tmp_path):
+    content = copy_run(demo_run, tmp_path / "run")
+    proc = run_train(
+        [
+            f"content_path={content}",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "trainer.strategy=ddp",
+        ],
+        tmp_path,
+    )
+    output = proc.stdout + proc.stderr
+    assert "GLOBAL_RANK: 1" in output, "the second process never started"
+    check_export(content, [1, 2, 3])
+
+
+def test_ddp_spawn_two_processes(demo_run, tmp_path):
+    # The prediction loss stays on: the module carries the subject head from the run's
+    # model.py, which must survive pickling into the spawned processes.
+    content = copy_run(demo_run, tmp_path / "run")
+    proc = run_train(
+        [
+            f"content_path={content}",
+            "epochs=[2,3]",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "trainer.strategy=ddp_spawn",
+        ],
+        tmp_path,
+    )
+    assert "GLOBAL_RANK: 1" in proc.stdout + proc.stderr
+    check_export(content, [2, 3])
