@@ -6,9 +6,9 @@ A run folder (``content_path``) holds what the user's own training wrote::
     dataset/representation/{epoch}.npy     float [N, D] or [N, F, D]
     dataset/prediction/{epoch}.npy         float [N, C] logits (classification)
     dataset/label/labels.npy               int [N]
-    index.json                             {"train": [...], "test": [...]} (optional)
-    config.json                            {"dataset": {"taskType": ..., "classes": [...]}} (optional)
-    model.py                               subject model class (optional)
+    index.json        (optional)           {"train": [...], "test": [...]}
+    config.json       (optional)           {"dataset": {"taskType": ..., "classes": [...]}}
+    model.py          (optional)           subject model class
 
 :class:`TrainingRun` checks all of it once, up front, and raises :class:`RunError` naming the
 file and what was expected; afterwards every array is opened with ``mmap_mode="r"`` so that a
@@ -340,7 +340,7 @@ class TrainingRun:
         return _open_npy(path) if path.exists() else None
 
     def point_index(self, sample_index: np.ndarray) -> np.ndarray:
-        """Map sample indices ``[M]`` to point (row) indices ``[M * F]`` of :meth:`representations`."""
+        """Sample indices ``[M]`` -> point (row) indices ``[M * F]`` of :meth:`representations`."""
         f = self.shape.n_features
         sample_index = np.asarray(sample_index, dtype=np.int64)
         return (sample_index[:, None] * f + np.arange(f)[None, :]).reshape(-1)
