@@ -24,11 +24,10 @@ from ttvis.subject import try_load_subject_head
 log = logging.getLogger(__name__)
 
 
-def encode_points(
-    module: L.LightningModule, reps: np.ndarray, batch_size: int, device: torch.device
-) -> np.ndarray:
+def encode_points(module: L.LightningModule, reps: np.ndarray, batch_size: int) -> np.ndarray:
     """Encode ``reps [M, D]`` (possibly memory-mapped) in batches -> ``[M, 2]`` float32."""
     out = np.empty((reps.shape[0], 2), dtype=np.float32)
+    device = module.device
     with torch.no_grad():
         for start in range(0, reps.shape[0], batch_size):
             chunk = torch.as_tensor(np.asarray(reps[start : start + batch_size], dtype=np.float32))
@@ -82,11 +81,13 @@ class ExportCallback(L.Callback):
             "min_strength": min_strength,
         }
         self.max_linear_residual = max_linear_residual
+        self.seconds = 0.0  # time spent exporting, for benchmark reports
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
         dm = trainer.datamodule
+        start = time.perf_counter()
         was_training = pl_module.training
         pl_module.eval()
         try:
@@ -98,12 +99,13 @@ class ExportCallback(L.Callback):
             )
         finally:
             pl_module.train(was_training)
+            self.seconds += time.perf_counter() - start
 
     def export_epoch(self, run, epoch: int, module: L.LightningModule) -> None:
         """Write projection, scale and background of one subject epoch."""
         start = time.perf_counter()
         device = module.device
-        projection = encode_points(module, run.representations(epoch), self.batch_size, device)
+        projection = encode_points(module, run.representations(epoch), self.batch_size)
         if not np.isfinite(projection).all():
             raise FloatingPointError(
                 f"epoch {epoch}: the visualizer produced non-finite positions; nothing exported"

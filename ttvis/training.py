@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
+from ttvis.callbacks import encode_points
 from ttvis.run import TrainingRun
 from ttvis.subject import try_load_subject_head
 
@@ -62,11 +63,17 @@ def fit_dvi(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dict[st
     Returns:
         ``{"epochs": {e: final mean loss}, "seconds": {"complex": .., "fit": ..}}``.
     """
-    prev_state, prev_knn = None, None
-    summary: dict[str, Any] = {"epochs": {}, "seconds": {"complex": 0.0, "fit": 0.0}}
+    prev_state, prev_knn, prev_positions = None, None, None
+    summary: dict[str, Any] = {
+        "epochs": {},
+        "edges": 0,
+        "seconds": {"complex": 0.0, "train": 0.0, "export": 0.0},
+    }
     for k, epoch in enumerate(run.epochs, start=1):
         t0 = time.perf_counter()
-        datamodule = instantiate(cfg.method.datamodule)(run=run, epoch=epoch, prev_knn=prev_knn)
+        datamodule = instantiate(cfg.method.datamodule)(
+            run=run, epoch=epoch, prev_knn=prev_knn, prev_positions=prev_positions
+        )
         datamodule.build()
         t1 = time.perf_counter()
         shift, scale = datamodule.input_normalisation()
@@ -105,10 +112,14 @@ def fit_dvi(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dict[st
             summary["epochs"][epoch] or float("nan"),
             t2 - t1,
         )
+        export_seconds = sum(getattr(cb, "seconds", 0.0) for cb in trainer.callbacks)
         summary["seconds"]["complex"] += t1 - t0
-        summary["seconds"]["fit"] += t2 - t1
+        summary["seconds"]["train"] += t2 - t1 - export_seconds
+        summary["seconds"]["export"] += export_seconds
+        summary["edges"] += module.edges_seen
         prev_state = {n: p.detach().clone() for n, p in module.autoencoder.state_dict().items()}
         prev_knn = datamodule.knn
+        prev_positions = encode_points(module, datamodule.train_reps, cfg.export.batch_size)
     return summary
 
 
@@ -122,5 +133,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     summary = fit(cfg=cfg, run=run, logger=logger)
     summary["seconds"]["total"] = time.perf_counter() - start
     summary["output_dir"] = str(cfg.output_dir)
-    log.info("Exports in %s", cfg.output_dir)
+    sec = summary["seconds"]
+    log.info(
+        "Done in %.1fs: complex %.1fs, training %.1fs (%.0f edges/s per process), export %.1fs. "
+        "Exports in %s",
+        sec["total"],
+        sec["complex"],
+        sec["train"],
+        summary["edges"] / max(sec["train"], 1e-9),
+        sec["export"],
+        cfg.output_dir,
+    )
     return summary

@@ -32,6 +32,9 @@ class DVIDataModule(L.LightningDataModule):
         seed: seeds the k-NN and the edge draws.
         prev_knn: the previous subject epoch's k-NN graph, to measure how many neighbours each
             sample keeps (``npr``) for the temporal loss weight.
+        prev_positions: ``[N_train * F, 2]`` the training points' positions under the previous
+            visualizer; with ``prev_knn`` they become per-vertex anchors (``anchor``,
+            ``anchor_weight = npr``) in every batch.
     """
 
     def __init__(
@@ -46,6 +49,7 @@ class DVIDataModule(L.LightningDataModule):
         exact_knn_below: int = 10000,
         seed: int = 0,
         prev_knn: KNNGraph | None = None,
+        prev_positions: np.ndarray | None = None,
     ) -> None:
         super().__init__()
         if b_n_epochs:
@@ -65,6 +69,7 @@ class DVIDataModule(L.LightningDataModule):
         self.exact_knn_below = exact_knn_below
         self.seed = seed
         self.prev_knn = prev_knn
+        self.prev_positions = prev_positions
         self.knn: KNNGraph | None = None
         self.edges: EdgeSet | None = None
         self.persistence: np.ndarray | None = None
@@ -114,6 +119,12 @@ class DVIDataModule(L.LightningDataModule):
         k = self.run.epochs.index(self.epoch) + 1
         return f"DVI epoch {self.epoch} ({k}/{len(self.run.epochs)})"
 
+    @property
+    def train_reps(self) -> np.ndarray:
+        """``[N_train * F, D]`` float32 training representations of this epoch."""
+        self.build()
+        return self._reps
+
     def input_normalisation(self) -> tuple[torch.Tensor, float]:
         """``(shift [D], scale)``: per-dimension mean and root mean variance of the training
         representations, the visualizer's input normalisation."""
@@ -136,6 +147,10 @@ class DVIDataModule(L.LightningDataModule):
         rank = trainer.global_rank if trainer is not None else 0
         world = trainer.world_size if trainer is not None else 1
         reps = torch.as_tensor(self._reps, device=device)
+        vertex_data = {}
+        if self.prev_positions is not None and self.persistence is not None:
+            vertex_data["anchor"] = torch.as_tensor(self.prev_positions, dtype=torch.float32)
+            vertex_data["anchor_weight"] = torch.as_tensor(self.persistence, dtype=torch.float32)
         self._stream = EdgeStream(
             reps,
             self.edges,
@@ -144,6 +159,7 @@ class DVIDataModule(L.LightningDataModule):
             seed=self.seed * 1_000_003 + self.epoch,
             rank=rank,
             world_size=world,
+            vertex_data=vertex_data,
         )
 
     def train_dataloader(self) -> EdgeStream:

@@ -31,10 +31,12 @@ class EdgeStream:
         seed: base seed; the stream for rank r, epoch t uses a seed derived from (seed, r, t).
         rank: this process's global rank.
         world_size: number of processes.
+        vertex_data: optional per-vertex tensors ``{name: [N, ...]}`` gathered into each batch
+            alongside ``x`` (e.g. previous positions for the temporal anchor).
 
     Yields:
-        ``{"x": [U, D], "head_pos": [B], "tail_pos": [B], "counts": [U]}``: the distinct
-        vertices of the batch's edges once, and where each edge's ends sit among them.
+        ``{"x": [U, D], "head_pos": [B], "tail_pos": [B], "counts": [U], **vertex_data}``: the
+        distinct vertices of the batch's edges once, and where each edge's ends sit among them.
     """
 
     def __init__(
@@ -46,6 +48,7 @@ class EdgeStream:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        vertex_data: dict[str, Tensor] | None = None,
     ) -> None:
         if len(edges) == 0:
             raise ValueError("the complex has no edges to sample")
@@ -60,6 +63,7 @@ class EdgeStream:
         self.n_local = max(1, math.ceil(n_edges / world_size))
         self.seed, self.rank = seed, rank
         self.epoch = 0
+        self.vertex_data = {k: v.to(device) for k, v in (vertex_data or {}).items()}
 
     def __len__(self) -> int:
         return math.ceil(self.n_local / self.batch_size)
@@ -77,9 +81,12 @@ class EdgeStream:
             picked = torch.searchsorted(self.cdf, u * self.total).clamp_max(self.cdf.shape[0] - 1)
             ends = torch.cat([self.head[picked], self.tail[picked]])
             vertices, inverse, counts = torch.unique(ends, return_inverse=True, return_counts=True)
-            yield {
+            batch = {
                 "x": self.reps[vertices],
                 "head_pos": inverse[:size],
                 "tail_pos": inverse[size:],
                 "counts": counts,
             }
+            for name, values in self.vertex_data.items():
+                batch[name] = values[vertices]
+            yield batch

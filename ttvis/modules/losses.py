@@ -102,6 +102,25 @@ def prediction_loss(logits_x: Tensor, logits_recon: Tensor, counts: Tensor | Non
     return (per_row * counts).sum() / counts.sum()
 
 
+def anchor_loss(z: Tensor, anchor: Tensor, weight: Tensor, counts: Tensor | None = None) -> Tensor:
+    """Weighted squared distance of embeddings to their previous positions.
+
+    Args:
+        z: ``[U, 2]`` current embeddings.
+        anchor: ``[U, 2]`` positions under the previous visualizer.
+        weight: ``[U]`` per-vertex weight in 0..1 (share of k-NN kept since the previous epoch).
+        counts: ``[U]`` edge-end multiplicity, as in :func:`reconstruction_loss`.
+
+    Returns:
+        Scalar.
+    """
+    per_row = weight * (z - anchor).pow(2).sum(1)
+    if counts is None:
+        return per_row.mean()
+    counts = counts.to(per_row.dtype)
+    return (per_row * counts).sum() / counts.sum()
+
+
 def temporal_loss(params: list[Tensor], anchors: list[Tensor]) -> Tensor:
     """Sum of squared differences between current and previous-epoch visualizer weights."""
     total = params[0].new_zeros(())

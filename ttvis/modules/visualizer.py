@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from ttvis.modules.autoencoder import Autoencoder
 from ttvis.modules.losses import (
+    anchor_loss,
     prediction_loss,
     reconstruction_loss,
     temporal_loss,
@@ -41,6 +42,10 @@ class VisualizerModule(L.LightningModule):
             ``l * x_head + (1 - l) * x_tail`` is added to the reconstruction and prediction
             losses, so the inverse mapping also learns the space between samples (where unseen
             samples and decision boundaries lie); 0 turns it off.
+        lambda_anchor: weight of the positional temporal loss: each vertex is pulled towards
+            its position under the previous visualizer in proportion to the share of its
+            neighbours it kept (batches carry ``anchor`` and ``anchor_weight``), so samples
+            whose neighbourhood is stable stay put and those whose neighbourhood changed move.
         negative_sample_rate: negatives per edge in the UMAP loss.
         spread, min_dist: UMAP curve shape, turned into ``a, b`` by umap-learn.
         repulsion_strength: weight of the UMAP loss's negative term.
@@ -61,6 +66,7 @@ class VisualizerModule(L.LightningModule):
         input_scale: float = 1.0,
         subject_head: nn.Module | None = None,
         mix_fraction: float = 0.0,
+        lambda_anchor: float = 0.0,
         negative_sample_rate: int = 5,
         spread: float = 1.0,
         min_dist: float = 0.1,
@@ -82,6 +88,7 @@ class VisualizerModule(L.LightningModule):
         self.register_buffer("input_scale", torch.tensor(scale, dtype=torch.float32))
         self.subject_head = subject_head
         self.mix_fraction = mix_fraction
+        self.lambda_anchor = lambda_anchor
         if subject_head is not None:
             subject_head.requires_grad_(False)
         self.negative_sample_rate = negative_sample_rate
@@ -93,6 +100,7 @@ class VisualizerModule(L.LightningModule):
         self.temporal_weight = 0.0
         self._anchors: list[Tensor] = []
         self._generator: torch.Generator | None = None
+        self.edges_seen = 0  # edges trained on by this process, for throughput reports
 
     # ------------------------------------------------------------------ inference API
     def normalise(self, x: Tensor) -> Tensor:
@@ -174,8 +182,15 @@ class VisualizerModule(L.LightningModule):
             loss_temporal = temporal_loss(list(self.autoencoder.parameters()), self._anchors)
             total = total + self.temporal_weight * loss_temporal
             losses["temporal"] = loss_temporal
+        if self.lambda_anchor > 0 and "anchor" in batch:
+            loss_anchor = anchor_loss(
+                z, batch["anchor"], batch["anchor_weight"], batch.get("counts")
+            )
+            total = total + self.lambda_anchor * loss_anchor
+            losses["anchor"] = loss_anchor
         losses["total"] = total
         n_edges = head_pos.shape[0]
+        self.edges_seen += n_edges
         for name, value in losses.items():
             self.log(
                 f"{self.log_prefix}/{name}",

@@ -1,0 +1,59 @@
+"""Measure the quality of exported visualizers (DESIGN.md §7) and write metrics.json.
+
+python evaluate.py content_path=/data/run                      # visualize/DVI
+python evaluate.py content_path=/data/run "vis=[DVI,TimeVis]"  # or vis='DVI,TimeVis'
+
+Exits with status 2 and a one-line message when the run folder or its exports are unusable.
+"""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+import ttvis  # noqa: F401  (registers the config resolvers)
+from ttvis.metrics import (
+    EvaluationError,
+    evaluate_visualization,
+    format_table,
+    parse_vis_names,
+    require_exports,
+    write_metrics,
+)
+from ttvis.run import RunError, TrainingRun
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    vis = cfg.vis if isinstance(cfg.vis, str) else OmegaConf.to_object(cfg.vis)
+    try:
+        names = parse_vis_names(vis)
+    except ValueError as err:
+        fail(str(err))
+    try:
+        run = TrainingRun(cfg.content_path)
+        for name in names:  # fail before any work when one of several names has no export
+            require_exports(run, name)
+        for name in names:
+            results = evaluate_visualization(
+                run,
+                name,
+                k=cfg.k,
+                device=cfg.device,
+                batch_size=cfg.batch_size,
+                max_linear_residual=cfg.max_linear_residual,
+            )
+            print(format_table(results))
+            print(f"wrote {write_metrics(run, results)}", flush=True)
+    except (RunError, EvaluationError) as err:
+        fail(str(err))
+
+
+def fail(message: str) -> None:
+    """Print ``message`` as one line on stderr and exit with status 2."""
+    print(f"evaluate.py: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
