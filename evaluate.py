@@ -11,7 +11,6 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-import ttvis  # noqa: F401  (registers the config resolvers)
 from ttvis.metrics import (
     EvaluationError,
     evaluate_visualization,
@@ -25,7 +24,7 @@ from ttvis.run import RunError, TrainingRun
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    vis = cfg.vis if isinstance(cfg.vis, str) else OmegaConf.to_object(cfg.vis)
+    vis = OmegaConf.to_object(cfg.vis) if OmegaConf.is_list(cfg.vis) else str(cfg.vis)
     try:
         names = parse_vis_names(vis)
     except ValueError as err:
@@ -51,7 +50,7 @@ def main(cfg: DictConfig) -> None:
 
 def fail(message: str) -> None:
     """Print ``message`` as one line on stderr and exit with status 2."""
-    print(f"evaluate.py: {message}", file=sys.stderr)
+    print("evaluate.py: " + " ".join(message.splitlines()), file=sys.stderr)
     sys.exit(2)
 
 

@@ -29,6 +29,7 @@ from ttvis.metrics import (
     knn_indices,
     neighbour_preserving,
     neighbour_preserving_subset,
+    neighbour_preserving_test,
     parse_vis_names,
     prediction_preserving,
     temporal_correlations,
@@ -136,6 +137,8 @@ def test_neighbour_preserving_subset_searches_among_all_points(rng, exact_below)
     low = rng.normal(size=(40, 2))
     rows = np.arange(30, 40)  # "test" rows; neighbours come from train and test alike
     got = neighbour_preserving_subset(high, low, rows, K, exact_below=exact_below)
+    assert got.tolist() == brute_preserving(high, low, rows, K)
+    got = neighbour_preserving_test(high[:30], low[:30], high[30:], low[30:], K, exact_below)
     assert got.tolist() == brute_preserving(high, low, rows, K)
 
 

@@ -152,6 +152,36 @@ def neighbour_preserving_subset(
     )
 
 
+def neighbour_preserving_test(
+    high_train: np.ndarray,
+    low_train: np.ndarray,
+    high_test: np.ndarray,
+    low_test: np.ndarray,
+    k: int = 15,
+    exact_below: int = EXACT_BELOW,
+) -> np.ndarray:
+    """Test-set neighbour preserving as the original DVI tool measures it.
+
+    Each test point's k-NN are searched among train ∪ test points, in high and in low
+    dimension; the intersection is scored for the test points only.
+
+    Args:
+        high_train: ``[M_train, D]`` training representations.
+        low_train: ``[M_train, 2]`` their projections.
+        high_test: ``[M_test, D]`` test representations.
+        low_test: ``[M_test, 2]`` their projections.
+        k: neighbours per point (the point itself not counted).
+        exact_below: see :func:`knn_indices`.
+
+    Returns:
+        ``[M_test]`` int64 intersection sizes, 0..k.
+    """
+    high = np.concatenate([high_train, high_test])
+    low = np.concatenate([low_train, low_test])
+    rows = np.arange(high_train.shape[0], high.shape[0])
+    return neighbour_preserving_subset(high, low, rows, k, exact_below)
+
+
 def _check_pair(high: np.ndarray, low: np.ndarray) -> None:
     if high.shape[0] != low.shape[0]:
         raise ValueError(f"high has {high.shape[0]} rows but low has {low.shape[0]}")
