@@ -40,7 +40,7 @@ def open_run(cfg: DictConfig) -> TrainingRun:
     epochs = OmegaConf.to_object(cfg.epochs) if cfg.get("epochs") is not None else None
     if isinstance(epochs, int):
         epochs = [epochs]
-    run = TrainingRun(cfg.content_path, epochs=epochs)
+    run = TrainingRun(cfg.content_path, epochs=epochs, check_values=cfg.get("check_values", True))
     log.info("%s", run)
     if run.is_classification:
         # Fail early and loudly if backgrounds will be white, instead of after training.
