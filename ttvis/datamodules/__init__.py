@@ -2,5 +2,6 @@
 
 from ttvis.datamodules.dvi import DVIDataModule
 from ttvis.datamodules.edges import EdgeStream
+from ttvis.datamodules.timevis import TimeVisDataModule
 
-__all__ = ["DVIDataModule", "EdgeStream"]
+__all__ = ["DVIDataModule", "EdgeStream", "TimeVisDataModule"]

@@ -1,0 +1,233 @@
+"""TimeVis's datamodule: one spatio-temporal complex over every (epoch, sample) vertex (§5)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import lightning as L
+import numpy as np
+import torch
+
+from ttvis.complex import EdgeSet, edges_from_graph, spatial_complex
+from ttvis.datamodules.edges import EdgeStream
+from ttvis.run import RunError, TrainingRun
+from ttvis.temporal import (
+    KCenterResult,
+    VertexLayout,
+    combine_edges,
+    kcenter_select_epochs,
+    temporal_complex,
+)
+
+log = logging.getLogger(__name__)
+
+SAMPLING = ("none", "kcenter")
+
+
+class TimeVisDataModule(L.LightningDataModule):
+    """Builds the spatio-temporal complex of all of ``run``'s epochs and streams its edges.
+
+    Vertices are ``(epoch, training point)`` pairs laid out epoch by epoch
+    (:class:`ttvis.temporal.VertexLayout`); with ``sampling="kcenter"`` only each epoch's
+    k-center selection, otherwise every training point of every epoch.
+
+    Args:
+        run: the validated training run.
+        n_neighbors: k of each epoch's spatial k-NN graph.
+        s_n_epochs: spatial edge draws per visualizer epoch, relative to ``sum(p_s)``.
+        t_n_epochs: temporal edge draws per visualizer epoch, relative to ``sum(p_t)``.
+        t_n_neighbors: ``k_t``, temporal neighbours per vertex (capped at ``#epochs - 1``).
+        sampling: ``"none"`` or ``"kcenter"``.
+        kcenter_fraction: share of points k-center keeps in the reference epoch; the other
+            epochs keep as many as give the same covering radius relative to their data scale
+            (:func:`ttvis.temporal.kcenter_select_epochs`).
+        kcenter_max_fraction: cap on any epoch's share.
+        batch_size: edges per batch and process.
+        metric: spatial k-NN metric.
+        exact_knn_below: epochs with fewer training points use exact k-NN, larger ones
+            pynndescent.
+        seed: seeds the k-NN and the edge draws.
+    """
+
+    def __init__(
+        self,
+        run: TrainingRun,
+        n_neighbors: int = 15,
+        s_n_epochs: float = 5,
+        t_n_epochs: float = 5,
+        t_n_neighbors: int = 3,
+        sampling: str = "none",
+        kcenter_fraction: float = 0.2,
+        kcenter_max_fraction: float = 1.0,
+        batch_size: int = 1000,
+        metric: str = "euclidean",
+        exact_knn_below: int = 10000,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if sampling not in SAMPLING:
+            raise RunError(f"method.sampling={sampling!r}: expected one of {', '.join(SAMPLING)}")
+        n_train = run.train_points.size
+        if n_train < n_neighbors + 1:
+            raise RunError(
+                f"{run.content_path}: {n_train} training points, but n_neighbors={n_neighbors} "
+                f"needs at least {n_neighbors + 1}; lower method.n_neighbors"
+            )
+        self.run = run
+        self.n_neighbors = n_neighbors
+        self.s_n_epochs = s_n_epochs
+        self.t_n_epochs = t_n_epochs
+        self.t_n_neighbors = t_n_neighbors
+        self.sampling = sampling
+        self.kcenter_fraction = kcenter_fraction
+        self.kcenter_max_fraction = kcenter_max_fraction
+        self.batch_size = batch_size
+        self.metric = metric
+        self.exact_knn_below = exact_knn_below
+        self.seed = seed
+        self.layout: VertexLayout | None = None
+        self.kcenter: list[KCenterResult] | None = None
+        self.spatial: EdgeSet | None = None
+        self.temporal: EdgeSet | None = None
+        self.edges: EdgeSet | None = None
+        self.n_edges = 0
+        self._reps: np.ndarray | None = None
+        self._stream: EdgeStream | None = None
+
+    # ------------------------------------------------------------------ building
+    def build(self) -> None:
+        """Build the complex on the CPU (idempotent); fills ``layout``, ``edges``, ``n_edges``."""
+        if self.edges is not None:
+            return
+        start = time.perf_counter()
+        run, n_epochs = self.run, len(self.run.epochs)
+        n_points = run.train_points.size
+        if self.sampling == "kcenter":
+            self.kcenter = kcenter_select_epochs(
+                lambda t: run.train_representations(run.epochs[t]),
+                n_epochs,
+                fraction=self.kcenter_fraction,
+                min_points=self.n_neighbors + 1,
+                max_fraction=self.kcenter_max_fraction,
+            )
+            self.layout = VertexLayout.from_selections(
+                [r.selected for r in self.kcenter], n_points
+            )
+            for epoch, r in zip(run.epochs, self.kcenter, strict=True):
+                log.info(
+                    "epoch %d: k-center kept %d of %d points, covering radius %.4g "
+                    "(%.3f of the data scale)",
+                    epoch,
+                    r.selected.size,
+                    n_points,
+                    r.radius,
+                    r.relative_radius,
+                )
+        else:
+            self.layout = VertexLayout.full(n_epochs, n_points)
+        layout = self.layout
+        reps = np.empty((layout.n_vertices, run.shape.dim), dtype=np.float32)
+        heads, tails, weights, sigmas, rhos = [], [], [], [], []
+        for t, epoch in enumerate(run.epochs):
+            rows = layout.epoch_slice(t)
+            x = run.train_representations(epoch)[layout.point[rows]]
+            reps[rows] = x
+            edges, _ = spatial_complex(
+                x,
+                self.n_neighbors,
+                self.s_n_epochs,
+                metric=self.metric,
+                seed=self.seed,
+                exact_below=self.exact_knn_below,
+            )
+            heads.append(edges.head + rows.start)
+            tails.append(edges.tail + rows.start)
+            weights.append(edges.weight)
+            sigmas.append(edges.sigmas)
+            rhos.append(edges.rhos)
+        self._reps = reps
+        self.spatial = EdgeSet(
+            head=np.concatenate(heads),
+            tail=np.concatenate(tails),
+            weight=np.concatenate(weights),
+            sigmas=np.concatenate(sigmas),
+            rhos=np.concatenate(rhos),
+        )
+        t_spatial = time.perf_counter()
+        graph, _, _ = temporal_complex(
+            reps,
+            layout,
+            self.spatial.sigmas,
+            self.spatial.rhos,
+            self.t_n_neighbors,
+            self.t_n_epochs,
+        )
+        self.temporal = edges_from_graph(graph, self.spatial.sigmas, self.spatial.rhos)
+        self.edges, self.n_edges = combine_edges(
+            self.spatial, self.temporal, self.s_n_epochs, self.t_n_epochs
+        )
+        if len(self.edges) == 0 or self.n_edges == 0:
+            raise RunError(f"{run.content_path}: the spatio-temporal complex has no edges")
+        log.info(
+            "TimeVis complex: %d vertices over %d epochs, %d spatial + %d temporal edges, "
+            "%d draws per visualizer epoch (spatial %.1fs, temporal %.1fs)",
+            layout.n_vertices,
+            n_epochs,
+            len(self.spatial),
+            len(self.temporal),
+            self.n_edges,
+            t_spatial - start,
+            time.perf_counter() - t_spatial,
+        )
+
+    # ------------------------------------------------------------------ what the callbacks read
+    @property
+    def export_epochs(self) -> list[int]:
+        """Every run epoch: one visualizer exports them all."""
+        return list(self.run.epochs)
+
+    @property
+    def model_epoch(self) -> int:
+        """The one exported visualizer is ``vismodel/1.pth``."""
+        return 1
+
+    @property
+    def progress_label(self) -> str:
+        """``TimeVis (E epochs)`` for the progress bar."""
+        return f"TimeVis ({len(self.run.epochs)} epochs)"
+
+    @property
+    def train_reps(self) -> np.ndarray:
+        """``[V, D]`` float32 representations of every vertex, in layout order."""
+        self.build()
+        return self._reps
+
+    def input_normalisation(self) -> tuple[torch.Tensor, float]:
+        """``(shift [D], scale)``: per-dimension mean and root mean variance over all vertices."""
+        self.build()
+        shift = self._reps.mean(axis=0, dtype=np.float64)
+        scale = float(np.sqrt(self._reps.var(axis=0, dtype=np.float64).mean()))
+        return torch.as_tensor(shift, dtype=torch.float32), scale
+
+    # ------------------------------------------------------------------ streaming
+    def setup(self, stage: str) -> None:
+        self.build()
+        if self._stream is not None:
+            return
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        rank = trainer.global_rank if trainer is not None else 0
+        world = trainer.world_size if trainer is not None else 1
+        self._stream = EdgeStream(
+            torch.as_tensor(self._reps, device=device),
+            self.edges,
+            n_edges=self.n_edges,
+            batch_size=self.batch_size,
+            seed=self.seed * 1_000_003,
+            rank=rank,
+            world_size=world,
+        )
+
+    def train_dataloader(self) -> EdgeStream:
+        return self._stream
