@@ -209,3 +209,58 @@ def test_autoencoder_dims_must_chain(enc, dec):
 def test_mlp_needs_two_sizes():
     with pytest.raises(ValueError, match="at least an input and an output"):
         mlp([4])
+
+
+def test_prediction_loss_matches_temperature_scaled_cross_entropy():
+    import math
+
+    from ttvis.modules.losses import prediction_loss
+
+    logits_x = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+    logits_recon = torch.tensor([[0.5, 0.2, 0.1], [1.0, 0.0, 0.0]])
+    counts = torch.tensor([3, 1])
+    temperature = float(logits_x.std())
+    expected, total = 0.0, 0
+    for row, target, c in zip(logits_recon.tolist(), [0, 1], counts.tolist(), strict=True):
+        scaled = [v / temperature for v in row]
+        log_norm = math.log(sum(math.exp(v) for v in scaled))
+        expected += c * (log_norm - scaled[target])
+        total += c
+    got = prediction_loss(logits_x, logits_recon, counts)
+    assert got.item() == pytest.approx(expected / total, rel=1e-5)
+    # Agreeing, confident reconstructions cost less than disagreeing ones.
+    assert prediction_loss(logits_x, logits_x * 10).item() < got.item()
+
+
+def test_anchor_loss_brute_force():
+    from ttvis.modules.losses import anchor_loss
+
+    gen = torch.Generator().manual_seed(3)
+    z, anchor = torch.randn(6, 2, generator=gen), torch.randn(6, 2, generator=gen)
+    weight = torch.rand(6, generator=gen)
+    counts = torch.tensor([1, 2, 1, 3, 1, 1])
+    expected = (
+        sum(
+            c * w * ((z[i, 0] - anchor[i, 0]) ** 2 + (z[i, 1] - anchor[i, 1]) ** 2)
+            for i, (w, c) in enumerate(zip(weight.tolist(), counts.tolist(), strict=True))
+        )
+        / counts.sum()
+    )
+    assert anchor_loss(z, anchor, weight, counts).item() == pytest.approx(float(expected), rel=1e-5)
+    assert anchor_loss(anchor, anchor, weight, counts).item() == 0.0
+
+
+def test_export_state_folds_input_normalisation():
+    from ttvis.modules.autoencoder import Autoencoder
+
+    torch.manual_seed(0)
+    net = Autoencoder([5, 8, 8, 2], [2, 8, 8, 5])
+    shift, scale = torch.randn(5), 3.5
+    x = torch.randn(10, 5)
+    z = net.encoder((x - shift) / scale)
+    recon = net.decoder(z) * scale + shift
+    exported = Autoencoder([5, 8, 8, 2], [2, 8, 8, 5])
+    exported.load_state_dict(net.export_state(shift, scale)["state_dict"])
+    z2, recon2 = exported(x)
+    torch.testing.assert_close(z2, z, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(recon2, recon, rtol=1e-5, atol=1e-5)

@@ -111,9 +111,7 @@ class TimeVisDataModule(L.LightningDataModule):
                 min_points=self.n_neighbors + 1,
                 max_fraction=self.kcenter_max_fraction,
             )
-            self.layout = VertexLayout.from_selections(
-                [r.selected for r in self.kcenter], n_points
-            )
+            self.layout = VertexLayout.from_selections([r.selected for r in self.kcenter], n_points)
             for epoch, r in zip(run.epochs, self.kcenter, strict=True):
                 log.info(
                     "epoch %d: k-center kept %d of %d points, covering radius %.4g "

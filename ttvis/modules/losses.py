@@ -6,6 +6,14 @@ import torch
 from torch import Tensor
 
 
+def weighted_mean(per_row: Tensor, counts: Tensor | None = None) -> Tensor:
+    """Mean of ``per_row [U]``, row u counted ``counts[u]`` times (plain mean if None)."""
+    if counts is None:
+        return per_row.mean()
+    counts = counts.to(per_row.dtype)
+    return (per_row * counts).sum() / counts.sum()
+
+
 def umap_ab(spread: float = 1.0, min_dist: float = 0.1) -> tuple[float, float]:
     """UMAP's low-dimensional curve ``1 / (1 + a d^(2b))`` parameters from ``umap-learn``."""
     from umap.umap_ import find_ab_params
@@ -69,10 +77,7 @@ def reconstruction_loss(x: Tensor, x_hat: Tensor, counts: Tensor | None = None) 
         Scalar.
     """
     per_row = (x - x_hat).pow(2).mean(1)
-    if counts is None:
-        return per_row.mean()
-    counts = counts.to(per_row.dtype)
-    return (per_row * counts).sum() / counts.sum()
+    return weighted_mean(per_row, counts)
 
 
 def prediction_loss(logits_x: Tensor, logits_recon: Tensor, counts: Tensor | None = None) -> Tensor:
@@ -96,10 +101,7 @@ def prediction_loss(logits_x: Tensor, logits_recon: Tensor, counts: Tensor | Non
     per_row = torch.nn.functional.cross_entropy(
         logits_recon.float() / temperature, target, reduction="none"
     )
-    if counts is None:
-        return per_row.mean()
-    counts = counts.to(per_row.dtype)
-    return (per_row * counts).sum() / counts.sum()
+    return weighted_mean(per_row, counts)
 
 
 def anchor_loss(z: Tensor, anchor: Tensor, weight: Tensor, counts: Tensor | None = None) -> Tensor:
@@ -115,10 +117,7 @@ def anchor_loss(z: Tensor, anchor: Tensor, weight: Tensor, counts: Tensor | None
         Scalar.
     """
     per_row = weight * (z - anchor).pow(2).sum(1)
-    if counts is None:
-        return per_row.mean()
-    counts = counts.to(per_row.dtype)
-    return (per_row * counts).sum() / counts.sum()
+    return weighted_mean(per_row, counts)
 
 
 def temporal_loss(params: list[Tensor], anchors: list[Tensor]) -> Tensor:
