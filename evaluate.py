@@ -1,7 +1,7 @@
 """Measure the quality of exported visualizers (DESIGN.md §7) and write metrics.json.
 
 python evaluate.py content_path=/data/run                      # visualize/DVI
-python evaluate.py content_path=/data/run "vis=[DVI,TimeVis]"  # or vis='DVI,TimeVis'
+python evaluate.py content_path=/data/run "vis=[DVI,TimeVis]"  # side by side; or vis='DVI,TimeVis'
 
 Exits with status 2 and a one-line message when the run folder or its exports are unusable.
 """
@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from ttvis.metrics import (
     EvaluationError,
     evaluate_visualization,
+    format_comparison,
     format_table,
     parse_vis_names,
     require_exports,
@@ -33,6 +34,7 @@ def main(cfg: DictConfig) -> None:
         run = TrainingRun(cfg.content_path)
         for name in names:  # fail before any work when one of several names has no export
             require_exports(run, name)
+        every = []
         for name in names:
             results = evaluate_visualization(
                 run,
@@ -42,8 +44,12 @@ def main(cfg: DictConfig) -> None:
                 batch_size=cfg.batch_size,
                 max_linear_residual=cfg.max_linear_residual,
             )
-            print(format_table(results))
+            every.append(results)
+            if len(names) == 1:
+                print(format_table(results))
             print(f"wrote {write_metrics(run, results)}", flush=True)
+        if len(names) > 1:  # one side-by-side table: epoch x metric rows, a column per method
+            print(format_comparison(every))
     except (RunError, EvaluationError) as err:
         fail(str(err))
 

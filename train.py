@@ -1,8 +1,8 @@
 """Train a time-travelling visualizer on one training run and export it.
 
-    python train.py                                    # the bundled demo run, DVI
-    python train.py method=dvi content_path=/data/run
-    python train.py -m content_path=/data/run method.lambda1=0.5,1,2
+python train.py                                    # the bundled demo run, DVI
+python train.py method=dvi content_path=/data/run
+python train.py -m content_path=/data/run method.lambda1=0.5,1,2
 """
 
 import logging

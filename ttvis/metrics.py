@@ -613,3 +613,48 @@ def format_table(results: dict[str, Any]) -> str:
         f"test {_cell(results.get('temporal_test'))}"
     )
     return "\n".join(lines)
+
+
+def format_comparison(results: Sequence[dict[str, Any]]) -> str:
+    """Several visualizers side by side: one row per epoch and metric, a column per method.
+
+    Rows are ``epoch  metric`` for every epoch any method exported and every per-epoch metric
+    any of them measured (``-`` where a method has no value), then the mean over epochs of
+    each metric (``mean``) and the run-level temporal preserving (``all``).
+
+    Args:
+        results: :func:`evaluate_visualization` outputs, one per visualizer, same run and k.
+    """
+    names = [r["vis"] for r in results]
+    epochs: list[str] = []
+    for r in results:
+        epochs += [e for e in r["epochs"] if e not in epochs]
+    epochs.sort(key=int)
+    metrics = [
+        key
+        for key in PER_EPOCH_KEYS
+        if any(row.get(key) is not None for r in results for row in r["epochs"].values())
+    ]
+    width = max(10, *(len(n) + 2 for n in names))
+    first = results[0]
+    lines = [
+        f"{' vs '.join(names)}: k = {first['k']}, {first['n_train']} train / "
+        f"{first['n_test']} test points; nn_* of k (ideal k), ppr_* ideal 1, icd_* ideal 0, "
+        "temporal_* ideal -1",
+        "epoch".ljust(7) + "metric".ljust(16) + "".join(n.rjust(width) for n in names),
+    ]
+    for epoch in epochs:
+        for key in metrics:
+            cells = [_cell(r["epochs"].get(epoch, {}).get(key), width) for r in results]
+            lines.append(epoch.ljust(7) + key.ljust(16) + "".join(cells))
+    lines.append("-" * (23 + width * len(names)))
+    for key in metrics:
+        cells = []
+        for r in results:
+            values = [row[key] for row in r["epochs"].values() if row.get(key) is not None]
+            cells.append(_cell(sum(values) / len(values) if values else None, width))
+        lines.append("mean".ljust(7) + key.ljust(16) + "".join(cells))
+    for key in ("temporal_train", "temporal_test"):
+        cells = [_cell(r.get(key), width) for r in results]
+        lines.append("all".ljust(7) + key.ljust(16) + "".join(cells))
+    return "\n".join(lines)

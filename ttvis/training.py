@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import lightning as L
+import numpy as np
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
@@ -147,6 +148,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
+def epoch_heads(cfg: DictConfig, run: TrainingRun):
+    """Every epoch's subject head as one :class:`EpochHeads`, or None when the prediction loss
+    is off or some epoch has no head."""
+    from ttvis.modules import EpochHeads
+
+    heads = [training_head(cfg, run, epoch) for epoch in run.epochs]
+    if not heads or any(h is None for h in heads):
+        return None
+    scales = []
+    for epoch in run.epochs:
+        logits = run.predictions(epoch)
+        spread = float(np.asarray(logits[run.train_index]).std()) if logits is not None else 1.0
+        scales.append(spread if spread > 0 else 1.0)
+    return EpochHeads(heads, scales)
+
+
 def fit_timevis(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dict[str, Any]:
     """TimeVis: one visualizer for every epoch, trained on the spatio-temporal complex (§5).
 
@@ -164,9 +181,12 @@ def fit_timevis(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dic
         log_prefix=f"{cfg.vis_name}",
         input_shift=shift,
         input_scale=scale,
-        subject_head=training_head(cfg, run, run.epochs[-1]),
+        subject_head=epoch_heads(cfg, run),
     )
-    trainer = make_trainer(cfg, logger)
+    overrides = {}
+    if cfg.method.get("max_epochs"):
+        overrides["max_epochs"] = int(cfg.method.max_epochs)
+    trainer = make_trainer(cfg, logger, **overrides)
     trainer.fit(module, datamodule=datamodule)
     t2 = time.perf_counter()
     loss = trainer.callback_metrics.get("loss")

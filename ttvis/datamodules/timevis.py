@@ -225,6 +225,7 @@ class TimeVisDataModule(L.LightningDataModule):
             seed=self.seed * 1_000_003,
             rank=rank,
             world_size=world,
+            vertex_data={"epoch_pos": torch.as_tensor(self.layout.epoch_pos)},
         )
 
     def train_dataloader(self) -> EdgeStream:

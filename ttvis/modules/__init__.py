@@ -1,6 +1,7 @@
 """The visualizer network, its losses and its LightningModule."""
 
 from ttvis.modules.autoencoder import Autoencoder
+from ttvis.modules.timevis import EpochHeads, TimeVisModule
 from ttvis.modules.visualizer import VisualizerModule
 
-__all__ = ["Autoencoder", "VisualizerModule"]
+__all__ = ["Autoencoder", "EpochHeads", "TimeVisModule", "VisualizerModule"]

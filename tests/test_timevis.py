@@ -1,0 +1,264 @@
+"""TimeVis: temporal edges against brute force, k-center coverage, an end-to-end run."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import copy_run, run_train
+
+from ttvis.datamodules import TimeVisDataModule
+from ttvis.modules import Autoencoder, EpochHeads
+from ttvis.run import TrainingRun
+from ttvis.temporal import (
+    VertexLayout,
+    fuzzy_union,
+    kcenter_greedy,
+    kcenter_select_epochs,
+    temporal_knn,
+)
+
+# ------------------------------------------------------------------ brute force references
+
+
+def brute_force_temporal_graph(
+    run: TrainingRun,
+    layout: VertexLayout,
+    sigmas: np.ndarray,
+    rhos: np.ndarray,
+    k_t: int,
+    t_n_epochs: float,
+) -> np.ndarray:
+    """Dense ``[V, V]`` temporal membership graph, built one vertex at a time."""
+    v = layout.n_vertices
+    reps = [run.train_representations(e).astype(np.float64) for e in run.epochs]
+    where = {
+        (int(t), int(i)): n
+        for n, (t, i) in enumerate(zip(layout.epoch_pos, layout.point, strict=True))
+    }
+    directed = np.zeros((v, v))
+    for n in range(v):
+        t, i = int(layout.epoch_pos[n]), int(layout.point[n])
+        candidates = []
+        for u in range(layout.n_epochs):
+            if u != t and (u, i) in where:
+                candidates.append((np.linalg.norm(reps[t][i] - reps[u][i]), u, where[(u, i)]))
+        candidates.sort(key=lambda c: (c[0], c[1]))
+        for dist, _, m in candidates[:k_t]:
+            gap = dist - rhos[n]
+            directed[n, m] = 1.0 if gap <= 0 or sigmas[n] == 0 else math.exp(-gap / sigmas[n])
+    union = directed + directed.T - directed * directed.T
+    if union.max() > 0:
+        union[union < union.max() / t_n_epochs] = 0.0
+    return union
+
+
+def dense(edges, v: int) -> np.ndarray:
+    out = np.zeros((v, v))
+    out[edges.head, edges.tail] = edges.weight
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_run(demo_run) -> TrainingRun:
+    return TrainingRun(demo_run)
+
+
+@pytest.mark.parametrize("k_t", [1, 2])
+def test_temporal_edges_match_brute_force(tiny_run, k_t):
+    dm = TimeVisDataModule(tiny_run, n_neighbors=5, t_n_neighbors=k_t, t_n_epochs=5)
+    dm.build()
+    layout = dm.layout
+    assert layout.n_epochs == 3
+    assert layout.n_vertices == 3 * tiny_run.train_points.size
+    expected = brute_force_temporal_graph(
+        tiny_run, layout, dm.spatial.sigmas, dm.spatial.rhos, k_t, t_n_epochs=5
+    )
+    got = dense(dm.temporal, layout.n_vertices)
+    # edges_from_graph normalises p = w / max(w).
+    np.testing.assert_allclose(got, expected / expected.max(), rtol=1e-5, atol=1e-6)
+    # Temporal edges only ever join copies of the same sample in different epochs.
+    assert (layout.point[dm.temporal.head] == layout.point[dm.temporal.tail]).all()
+    assert (layout.epoch_pos[dm.temporal.head] != layout.epoch_pos[dm.temporal.tail]).all()
+    # Spatial edges stay inside one epoch.
+    assert (layout.epoch_pos[dm.spatial.head] == layout.epoch_pos[dm.spatial.tail]).all()
+
+
+def test_combined_draws_follow_s_and_t_n_epochs(tiny_run):
+    dm = TimeVisDataModule(tiny_run, n_neighbors=5, s_n_epochs=3, t_n_epochs=2)
+    dm.build()
+    expected = 3 * dm.spatial.weight.sum(dtype=np.float64) + 2 * dm.temporal.weight.sum(
+        dtype=np.float64
+    )
+    assert dm.n_edges == math.floor(expected)
+    n_s = len(dm.spatial)
+    share = dm.edges.weight[:n_s].sum(dtype=np.float64) / dm.edges.weight.sum(dtype=np.float64)
+    assert share == pytest.approx(3 * dm.spatial.weight.sum() / expected, rel=1e-5)
+
+
+def test_temporal_knn_with_missing_copies():
+    rng = np.random.default_rng(0)
+    n_points, n_epochs = 40, 4
+    selections = [np.sort(rng.choice(n_points, 25, replace=False)) for _ in range(n_epochs)]
+    layout = VertexLayout.from_selections(selections, n_points)
+    x = rng.normal(size=(layout.n_vertices, 6)).astype(np.float32)
+    idx, dist = temporal_knn(x, layout, 2)
+    for n in range(layout.n_vertices):
+        t, i = layout.epoch_pos[n], layout.point[n]
+        others = [
+            (float(np.linalg.norm(x[n] - x[m])), m)
+            for m in range(layout.n_vertices)
+            if layout.point[m] == i and layout.epoch_pos[m] != t
+        ]
+        others.sort()
+        want = [m for _, m in others[:2]] + [-1] * (2 - min(2, len(others)))
+        assert list(idx[n]) == want
+        np.testing.assert_allclose(dist[n][: len(others[:2])], [d for d, _ in others[:2]], 1e-5)
+
+
+def test_fuzzy_union_is_symmetric():
+    import scipy.sparse
+
+    a = scipy.sparse.coo_matrix(np.array([[0, 0.5, 0], [0.2, 0, 0], [0, 1.0, 0]]))
+    u = fuzzy_union(a).toarray()
+    np.testing.assert_allclose(u, u.T)
+    assert u[0, 1] == pytest.approx(0.5 + 0.2 - 0.1)
+    assert u[1, 2] == pytest.approx(1.0)
+
+
+# ------------------------------------------------------------------ k-center
+
+
+@pytest.mark.parametrize("budget", [1, 7, 50])
+def test_kcenter_covers_the_data(budget):
+    x = np.random.default_rng(budget).normal(size=(300, 5)).astype(np.float32)
+    selected, radius = kcenter_greedy(x, budget=budget)
+    assert selected.size == budget and np.unique(selected).size == budget
+    d = np.linalg.norm(x[:, None, :] - x[selected][None, :, :], axis=2).min(1)
+    assert d.max() <= radius + 1e-5
+    assert d.max() == pytest.approx(radius, rel=1e-5)
+
+
+def test_kcenter_stops_at_radius():
+    x = np.random.default_rng(1).normal(size=(200, 3))
+    selected, radius = kcenter_greedy(x, radius=1.0)
+    assert radius <= 1.0
+    d = np.linalg.norm(x[:, None, :] - x[selected][None, :, :], axis=2).min(1)
+    assert d.max() <= radius + 1e-6
+
+
+def test_kcenter_epochs_cover_each_epoch_to_the_same_relative_radius(tiny_run):
+    epochs = tiny_run.epochs
+    results = kcenter_select_epochs(
+        lambda t: tiny_run.train_representations(epochs[t]), len(epochs), 0.2, min_points=6
+    )
+    target = results[-1].relative_radius
+    n = tiny_run.train_points.size
+    assert results[-1].selected.size == math.ceil(0.2 * n)
+    for t, r in enumerate(results):
+        x = tiny_run.train_representations(epochs[t])
+        d = np.linalg.norm(x[:, None, :] - x[r.selected][None, :, :], axis=2).min(1)
+        assert d.max() <= r.radius + 1e-4  # every point within the reported radius
+        assert r.relative_radius <= target + 1e-6 or r.selected.size == n
+
+
+def test_epoch_heads_apply_each_rows_own_head():
+    heads = EpochHeads([torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)], logit_scales=[1.0, 2.0])
+    x = torch.randn(5, 4)
+    heads.rows = torch.tensor([0, 1, 1, 0, 1])
+    out = heads(x)
+    for row, t in enumerate(heads.rows.tolist()):
+        torch.testing.assert_close(out[row], heads.heads[t](x[row]) / (1.0, 2.0)[t])
+
+
+# ------------------------------------------------------------------ end to end
+
+
+def check_timevis_export(content_path: Path, resolution: int) -> None:
+    from matplotlib import image as mpl_image
+
+    run = TrainingRun(content_path)
+    vis = content_path / "visualize" / "TimeVis"
+    npy = sorted(f"{e}.npy" for e in run.epochs)
+    assert sorted(p.name for p in (vis / "projection").iterdir()) == npy
+    assert sorted(p.name for p in (vis / "scale").iterdir()) == npy
+    assert sorted(p.name for p in (vis / "bgimg").iterdir()) == sorted(
+        f"{e}.png" for e in run.epochs
+    )
+    assert [p.name for p in (vis / "vismodel").iterdir()] == ["1.pth"]
+    saved = torch.load(vis / "vismodel" / "1.pth", weights_only=True)
+    assert set(saved) >= {"state_dict", "encoder_dims", "decoder_dims"}
+    net = Autoencoder(saved["encoder_dims"], saved["decoder_dims"])
+    net.load_state_dict(saved["state_dict"])
+    for epoch in run.epochs:
+        proj = np.load(vis / "projection" / f"{epoch}.npy")
+        assert proj.dtype == np.float32 and proj.shape == (run.shape.n_points, 2)
+        assert np.isfinite(proj).all() and proj.std(0).min() > 0
+        scale = np.load(vis / "scale" / f"{epoch}.npy")
+        x_min, y_min, x_max, y_max = scale
+        assert x_min < x_max and y_min < y_max
+        assert (proj >= [x_min, y_min]).all() and (proj <= [x_max, y_max]).all()
+        assert mpl_image.imread(vis / "bgimg" / f"{epoch}.png").shape[:2] == (
+            resolution,
+            resolution,
+        )
+        # Every sample of every epoch, train and test, comes from the one saved model.
+        reps = torch.from_numpy(np.array(run.representations(epoch), dtype=np.float32))
+        with torch.no_grad():
+            np.testing.assert_allclose(net.encoder(reps).numpy(), proj, rtol=1e-4, atol=1e-4)
+    leftovers = [p for p in vis.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
+    assert not leftovers
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sampling", ["none", "kcenter"])
+def test_train_timevis_end_to_end(demo_run, tmp_path, sampling):
+    content = copy_run(demo_run, tmp_path / "run")
+    proc = run_train(
+        [
+            "method=timevis",
+            f"content_path={content}",
+            f"method.sampling={sampling}",
+            "method.kcenter.fraction=0.5",
+            "method.max_epochs=1",
+        ],
+        tmp_path,
+    )
+    check_timevis_export(content, resolution=40)
+    assert not (content / "visualize" / "DVI").exists()
+    if sampling == "kcenter":
+        assert "k-center kept" in proc.stdout + proc.stderr
+
+
+def test_side_by_side_table_has_a_row_per_epoch_and_metric():
+    from ttvis.metrics import format_comparison
+
+    def results(name, base):
+        return {
+            "vis": name,
+            "k": 15,
+            "n_train": 10,
+            "n_test": 0,
+            "epochs": {
+                str(e): {"nn_train": base + e, "ppr_train": 0.9, "nn_test": None} for e in (1, 2)
+            },
+            "temporal_train": -0.5,
+            "temporal_test": None,
+        }
+
+    table = format_comparison([results("DVI", 1.0), results("TimeVis", 3.0)])
+    lines = table.splitlines()
+    assert "DVI" in lines[1] and "TimeVis" in lines[1]
+    rows = [line.split() for line in lines[2:] if line[:1].isdigit()]
+    assert [r[:2] for r in rows] == [
+        ["1", "nn_train"],
+        ["1", "ppr_train"],
+        ["2", "nn_train"],
+        ["2", "ppr_train"],
+    ]
+    assert rows[0][2:] == ["2.000", "4.000"]
+    assert any(line.split()[:4] == ["mean", "nn_train", "2.500", "4.500"] for line in lines)
+    assert any(line.split()[:2] == ["all", "temporal_train"] for line in lines)

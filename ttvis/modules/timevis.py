@@ -1,0 +1,74 @@
+"""TimeVis's visualizer: :class:`VisualizerModule` with one subject head per vertex's epoch.
+
+One TimeVis visualizer serves every subject epoch, so the prediction-preserving loss must judge
+each reconstructed vertex with the classifier of *its own* epoch. :class:`EpochHeads` holds the
+heads of all epochs and, for every row of a batch, applies the head of that row's epoch;
+:class:`TimeVisModule` tells it the rows' epochs (the streams yield ``epoch_pos`` per vertex).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ttvis.modules.visualizer import VisualizerModule
+
+
+class EpochHeads(nn.Module):
+    """Subject heads of every epoch, applied row by row according to ``rows``.
+
+    Args:
+        heads: one head ``[M, D] -> [M, C]`` per epoch position.
+        logit_scales: optional ``[E]`` typical logit spread of each epoch (e.g. the std of its
+            saved predictions); each head's logits are divided by it. An early classifier's
+            logits are tiny, and the prediction loss measures logits in units of the batch's
+            spread, which in a batch mixing epochs is set by the late ones; dividing puts
+            every epoch on the same footing. Argmax, and so prediction preserving, is unchanged.
+
+    Before each call set :attr:`rows` to the ``[M]`` epoch positions of the rows about to be
+    passed; the forward pass groups rows by epoch (a loop over the epochs present, vectorised
+    over rows).
+    """
+
+    def __init__(self, heads: list[nn.Module], logit_scales: list[float] | None = None) -> None:
+        super().__init__()
+        self.heads = nn.ModuleList(heads)
+        scales = torch.ones(len(heads)) if logit_scales is None else torch.tensor(logit_scales)
+        self.register_buffer("logit_scales", scales.float().clamp_min(1e-6))
+        self.rows: Tensor | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        rows = self.rows
+        if rows is None or rows.shape[0] != x.shape[0]:
+            raise RuntimeError(
+                f"EpochHeads: {x.shape[0]} rows but epoch positions for "
+                f"{None if rows is None else rows.shape[0]}; set .rows before the call"
+            )
+        out: Tensor | None = None
+        for t in torch.unique(rows).tolist():
+            mask = rows == t
+            logits = self.heads[int(t)](x[mask]) / self.logit_scales[int(t)]
+            if out is None:
+                out = logits.new_zeros(x.shape[0], logits.shape[1])
+            out[mask] = logits
+        assert out is not None
+        return out
+
+
+class TimeVisModule(VisualizerModule):
+    """:class:`VisualizerModule` for a spatio-temporal complex (DESIGN.md §5).
+
+    Identical losses (UMAP + ``lambda1`` reconstruction, optional prediction loss); with an
+    :class:`EpochHeads` as ``subject_head`` each vertex (and each interpolated edge point,
+    which takes its head end's epoch) is judged by its own epoch's classifier. Batches must
+    then carry ``epoch_pos [U]``.
+    """
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        heads = self.subject_head
+        if self.lambda_pred > 0 and isinstance(heads, EpochHeads):
+            epoch_pos = batch["epoch_pos"]
+            head_pos = batch["head_pos"]
+            n_mix = int(round(self.mix_fraction * head_pos.shape[0]))  # as the parent mixes
+            heads.rows = torch.cat([epoch_pos, epoch_pos[head_pos[:n_mix]]])
+        return super().training_step(batch, batch_idx)
