@@ -27,7 +27,12 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["dvi", "timevis"])
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
-    base = ["logger=none", "callbacks.progress_bar=null", *args.overrides]
+    base = [
+        "logger=none",
+        "callbacks.progress_bar=null",
+        "trainer.enable_progress_bar=false",
+        *args.overrides,
+    ]
     walls: dict[str, list[float]] = {m: [] for m in args.methods}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.repeats):

@@ -53,7 +53,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
-    overrides = ["logger=none", "callbacks.progress_bar=null", *args.overrides]
+    overrides = [
+        "logger=none",
+        "callbacks.progress_bar=null",
+        "trainer.enable_progress_bar=false",
+        *args.overrides,
+    ]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.repeats):

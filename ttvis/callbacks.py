@@ -30,7 +30,7 @@ def encode_points(module: L.LightningModule, reps: np.ndarray, batch_size: int) 
     device = module.device
     with torch.no_grad():
         for start in range(0, reps.shape[0], batch_size):
-            chunk = torch.as_tensor(np.asarray(reps[start : start + batch_size], dtype=np.float32))
+            chunk = torch.from_numpy(np.array(reps[start : start + batch_size], dtype=np.float32))
             out[start : start + chunk.shape[0]] = module.encode(chunk.to(device)).cpu().numpy()
     return out
 

@@ -454,7 +454,7 @@ def reconstruct(
     out = []
     with torch.no_grad():
         for start in range(0, x.shape[0], batch_size):
-            chunk = torch.as_tensor(np.asarray(x[start : start + batch_size], dtype=np.float32))
+            chunk = torch.from_numpy(np.array(x[start : start + batch_size], dtype=np.float32))
             out.append(model(chunk.to(device))[1])
     return torch.cat(out) if out else torch.zeros(0, x.shape[1], device=device)
 
