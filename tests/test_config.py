@@ -112,3 +112,14 @@ def test_cfg_job_resolve_prints_dims(demo_run, tmp_path):
     assert list(cfg.model.encoder_dims) == [dim, *hidden, 2]
     assert list(cfg.model.decoder_dims) == [2, *reversed(hidden), dim]
     assert re.search(rf"input_dim: {dim}\b", proc.stdout)
+
+
+def test_progress_bar_dropped_when_trainer_disables_it(demo_run):
+    from lightning.pytorch.callbacks import ProgressBar
+
+    from ttvis.training import instantiate_callbacks
+
+    on = _compose("dvi", "default", demo_run)
+    off = _compose("dvi", "default", demo_run, ["trainer.enable_progress_bar=false"])
+    assert any(isinstance(c, ProgressBar) for c in instantiate_callbacks(on))
+    assert not any(isinstance(c, ProgressBar) for c in instantiate_callbacks(off))

@@ -9,6 +9,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
@@ -20,8 +21,14 @@ log = logging.getLogger(__name__)
 
 
 def instantiate_callbacks(cfg: DictConfig) -> list[L.Callback]:
-    """Every non-null entry of ``cfg.callbacks``, freshly built (Trainers never share them)."""
-    return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    """Every non-null entry of ``cfg.callbacks``, freshly built (Trainers never share them).
+
+    Progress bars are left out when ``trainer.enable_progress_bar`` is false.
+    """
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    if cfg.trainer.get("enable_progress_bar", True) is False:
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    return callbacks
 
 
 def instantiate_logger(cfg: DictConfig) -> Logger | bool:
