@@ -233,6 +233,24 @@ def test_train_timevis_end_to_end(demo_run, tmp_path, sampling):
         assert "k-center kept" in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
+def test_train_timevis_two_processes(demo_run, tmp_path):
+    content = copy_run(demo_run, tmp_path / "run")
+    proc = run_train(
+        [
+            "method=timevis",
+            f"content_path={content}",
+            "method.max_epochs=1",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "trainer.strategy=ddp",
+        ],
+        tmp_path,
+    )
+    assert "GLOBAL_RANK: 1" in proc.stdout + proc.stderr
+    check_timevis_export(content, resolution=40)
+
+
 def test_side_by_side_table_has_a_row_per_epoch_and_metric():
     from ttvis.metrics import format_comparison
 
