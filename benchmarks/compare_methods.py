@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dvi_speed import one_run  # noqa: E402
+from dvi_speed import QUIET, one_run  # noqa: E402
 
 
 def main() -> None:
@@ -27,12 +27,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["dvi", "timevis"])
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
-    base = [
-        "logger=none",
-        "callbacks.progress_bar=null",
-        "trainer.enable_progress_bar=false",
-        *args.overrides,
-    ]
+    base = [*QUIET, *args.overrides]
     walls: dict[str, list[float]] = {m: [] for m in args.methods}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.repeats):

@@ -25,6 +25,8 @@ from ttvis.demo import ensure_demo_run
 from ttvis.training import train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
+# Benchmarks time the work, not the console: no logger, no progress bars.
+QUIET = ["logger=none", "callbacks.progress_bar=null", "trainer.enable_progress_bar=false"]
 
 
 def one_run(overrides: list[str], workdir: Path) -> dict:
@@ -53,12 +55,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
-    overrides = [
-        "logger=none",
-        "callbacks.progress_bar=null",
-        "trainer.enable_progress_bar=false",
-        *args.overrides,
-    ]
+    overrides = [*QUIET, *args.overrides]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.repeats):

@@ -118,16 +118,13 @@ def neighbour_preserving(
     Returns:
         ``[M]`` int64 intersection sizes, 0..k (k is ideal).
     """
-    _check_pair(high, low)
-    return neighbour_overlap(
-        knn_indices(high, k, exact_below=exact_below), knn_indices(low, k, exact_below=exact_below)
-    )
+    return neighbour_preserving_subset(high, low, None, k, exact_below)
 
 
 def neighbour_preserving_subset(
     high: np.ndarray,
     low: np.ndarray,
-    rows: np.ndarray,
+    rows: np.ndarray | None,
     k: int = 15,
     exact_below: int = EXACT_BELOW,
 ) -> np.ndarray:
@@ -139,7 +136,7 @@ def neighbour_preserving_subset(
     Args:
         high: ``[M, D]`` representations of all points.
         low: ``[M, 2]`` their projections.
-        rows: ``[R]`` indices of the scored points.
+        rows: ``[R]`` indices of the scored points; None scores every point.
         k: neighbours per point (the point itself not counted).
         exact_below: see :func:`knn_indices`.
 

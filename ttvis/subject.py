@@ -93,7 +93,8 @@ class ModelHead(SubjectHead):
 
     def __init__(self, model: nn.Module, source: tuple[str, str, dict] | None = None) -> None:
         super().__init__()
-        self.model = model.eval()
+        # Inference only, however it was built (also when unpickled in another process).
+        self.model = model.eval().requires_grad_(False)
         self.source = source
 
     def forward(self, reps: torch.Tensor) -> torch.Tensor:

@@ -69,7 +69,8 @@ def fit_dvi(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dict[st
     """DVI: one visualizer per subject epoch, each warm-started from the previous (§4).
 
     Returns:
-        ``{"epochs": {e: final mean loss}, "seconds": {"complex": .., "fit": ..}}``.
+        ``{"epochs": {e: final mean loss}, "edges": edges trained on by this process,
+        "seconds": {"complex": .., "train": .., "export": ..}}``.
     """
     prev_state, prev_knn, prev_positions = None, None, None
     summary: dict[str, Any] = {

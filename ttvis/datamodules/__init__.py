@@ -1,7 +1,7 @@
 """LightningDataModules that build complexes and stream their edges."""
 
 from ttvis.datamodules.dvi import DVIDataModule
-from ttvis.datamodules.edges import EdgeStream
+from ttvis.datamodules.edges import EdgeDataModule, EdgeStream
 from ttvis.datamodules.timevis import TimeVisDataModule
 
-__all__ = ["DVIDataModule", "EdgeStream", "TimeVisDataModule"]
+__all__ = ["DVIDataModule", "EdgeDataModule", "EdgeStream", "TimeVisDataModule"]

@@ -5,18 +5,18 @@ from __future__ import annotations
 import logging
 import time
 
-import lightning as L
 import numpy as np
 import torch
+from torch import Tensor
 
 from ttvis.complex import EdgeSet, KNNGraph, neighbour_overlap, spatial_complex
-from ttvis.datamodules.edges import EdgeStream
-from ttvis.run import RunError, TrainingRun
+from ttvis.datamodules.edges import EdgeDataModule
+from ttvis.run import TrainingRun
 
 log = logging.getLogger(__name__)
 
 
-class DVIDataModule(L.LightningDataModule):
+class DVIDataModule(EdgeDataModule):
     """Builds the complex of ``run``'s subject ``epoch`` and streams its edges.
 
     Args:
@@ -51,30 +51,18 @@ class DVIDataModule(L.LightningDataModule):
         prev_knn: KNNGraph | None = None,
         prev_positions: np.ndarray | None = None,
     ) -> None:
-        super().__init__()
         if b_n_epochs:
             raise NotImplementedError("boundary complexes (b_n_epochs > 0) are not available yet")
-        n_train = run.train_points.size
-        if n_train < n_neighbors + 1:
-            raise RunError(
-                f"{run.content_path}: {n_train} training points, but n_neighbors={n_neighbors} "
-                f"needs at least {n_neighbors + 1}; lower method.n_neighbors"
-            )
-        self.run = run
+        super().__init__(run, n_neighbors, batch_size, seed)
         self.epoch = epoch
-        self.n_neighbors = n_neighbors
         self.s_n_epochs = s_n_epochs
-        self.batch_size = batch_size
         self.metric = metric
         self.exact_knn_below = exact_knn_below
-        self.seed = seed
         self.prev_knn = prev_knn
         self.prev_positions = prev_positions
         self.knn: KNNGraph | None = None
         self.edges: EdgeSet | None = None
         self.persistence: np.ndarray | None = None
-        self._reps: np.ndarray | None = None
-        self._stream: EdgeStream | None = None
 
     def build(self) -> None:
         """Build the complex on the CPU (idempotent); fills ``knn``, ``edges``, ``persistence``."""
@@ -120,47 +108,15 @@ class DVIDataModule(L.LightningDataModule):
         return f"DVI epoch {self.epoch} ({k}/{len(self.run.epochs)})"
 
     @property
-    def train_reps(self) -> np.ndarray:
-        """``[N_train * F, D]`` float32 training representations of this epoch."""
-        self.build()
-        return self._reps
-
-    def input_normalisation(self) -> tuple[torch.Tensor, float]:
-        """``(shift [D], scale)``: per-dimension mean and root mean variance of the training
-        representations, the visualizer's input normalisation."""
-        self.build()
-        shift = self._reps.mean(axis=0, dtype=np.float64)
-        scale = float(np.sqrt(self._reps.var(axis=0, dtype=np.float64).mean()))
-        return torch.as_tensor(shift, dtype=torch.float32), scale
-
-    @property
     def mean_persistence(self) -> float:
         """``mean_i(npr_i)``: the share of k-NN kept since the previous epoch (0 without one)."""
         return float(self.persistence.mean()) if self.persistence is not None else 0.0
 
-    def setup(self, stage: str) -> None:
-        self.build()
-        if self._stream is not None:
-            return
-        trainer = self.trainer
-        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
-        rank = trainer.global_rank if trainer is not None else 0
-        world = trainer.world_size if trainer is not None else 1
-        reps = torch.as_tensor(self._reps, device=device)
+    def stream_spec(self) -> tuple[EdgeSet, int, int, dict[str, Tensor]]:
+        """This epoch's edges, ``s_n_epochs * sum(p)`` draws, and the temporal anchors."""
         vertex_data = {}
         if self.prev_positions is not None and self.persistence is not None:
             vertex_data["anchor"] = torch.as_tensor(self.prev_positions, dtype=torch.float32)
             vertex_data["anchor_weight"] = torch.as_tensor(self.persistence, dtype=torch.float32)
-        self._stream = EdgeStream(
-            reps,
-            self.edges,
-            n_edges=self.edges.edges_per_epoch(self.s_n_epochs),
-            batch_size=self.batch_size,
-            seed=self.seed * 1_000_003 + self.epoch,
-            rank=rank,
-            world_size=world,
-            vertex_data=vertex_data,
-        )
-
-    def train_dataloader(self) -> EdgeStream:
-        return self._stream
+        n_edges = self.edges.edges_per_epoch(self.s_n_epochs)
+        return self.edges, n_edges, self.seed * 1_000_003 + self.epoch, vertex_data

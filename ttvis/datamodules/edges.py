@@ -10,11 +10,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
+import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
 
 from ttvis.complex import EdgeSet
+from ttvis.run import RunError, TrainingRun
 
 
 class EdgeStream:
@@ -90,3 +92,74 @@ class EdgeStream:
             for name, values in self.vertex_data.items():
                 batch[name] = values[vertices]
             yield batch
+
+
+class EdgeDataModule(L.LightningDataModule):
+    """What DVI's and TimeVis's datamodules share: the vertex tensor, its normalisation and the
+    per-process :class:`EdgeStream`. Subclasses build the complex in :meth:`build` (filling
+    ``self._reps`` ``[V, D]`` float32) and say what to stream in :meth:`stream_spec`.
+
+    Args:
+        run: the validated training run.
+        n_neighbors: k of the spatial k-NN graph; the run needs more training points than this.
+        batch_size: edges per batch and process.
+        seed: seeds the k-NN and the edge draws.
+    """
+
+    def __init__(self, run: TrainingRun, n_neighbors: int, batch_size: int, seed: int) -> None:
+        super().__init__()
+        n_train = run.train_points.size
+        if n_train < n_neighbors + 1:
+            raise RunError(
+                f"{run.content_path}: {n_train} training points, but n_neighbors={n_neighbors} "
+                f"needs at least {n_neighbors + 1}; lower method.n_neighbors"
+            )
+        self.run = run
+        self.n_neighbors = n_neighbors
+        self.batch_size = batch_size
+        self.seed = seed
+        self._reps: np.ndarray | None = None
+        self._stream: EdgeStream | None = None
+
+    def build(self) -> None:
+        """Build the complex on the CPU (idempotent)."""
+        raise NotImplementedError
+
+    def stream_spec(self) -> tuple[EdgeSet, int, int, dict[str, Tensor]]:
+        """``(edges, draws per visualizer epoch, seed, per-vertex data)`` for the stream."""
+        raise NotImplementedError
+
+    @property
+    def train_reps(self) -> np.ndarray:
+        """``[V, D]`` float32 representations of the complex's vertices, in vertex order."""
+        self.build()
+        return self._reps
+
+    def input_normalisation(self) -> tuple[Tensor, float]:
+        """``(shift [D], scale)``: per-dimension mean and root mean variance of the vertices'
+        representations, the visualizer's input normalisation."""
+        reps = self.train_reps
+        shift = reps.mean(axis=0, dtype=np.float64)
+        scale = float(np.sqrt(reps.var(axis=0, dtype=np.float64).mean()))
+        return torch.as_tensor(shift, dtype=torch.float32), scale
+
+    def setup(self, stage: str) -> None:
+        self.build()
+        if self._stream is not None:
+            return
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        edges, n_edges, seed, vertex_data = self.stream_spec()
+        self._stream = EdgeStream(
+            torch.as_tensor(self._reps, device=device),
+            edges,
+            n_edges=n_edges,
+            batch_size=self.batch_size,
+            seed=seed,
+            rank=trainer.global_rank if trainer is not None else 0,
+            world_size=trainer.world_size if trainer is not None else 1,
+            vertex_data=vertex_data,
+        )
+
+    def train_dataloader(self) -> EdgeStream:
+        return self._stream

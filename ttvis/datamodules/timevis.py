@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import time
 
-import lightning as L
 import numpy as np
 import torch
+from torch import Tensor
 
 from ttvis.complex import EdgeSet, edges_from_graph, spatial_complex
-from ttvis.datamodules.edges import EdgeStream
+from ttvis.datamodules.edges import EdgeDataModule
 from ttvis.run import RunError, TrainingRun
 from ttvis.temporal import (
     KCenterResult,
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 SAMPLING = ("none", "kcenter")
 
 
-class TimeVisDataModule(L.LightningDataModule):
+class TimeVisDataModule(EdgeDataModule):
     """Builds the spatio-temporal complex of all of ``run``'s epochs and streams its edges.
 
     Vertices are ``(epoch, training point)`` pairs laid out epoch by epoch
@@ -65,35 +65,23 @@ class TimeVisDataModule(L.LightningDataModule):
         exact_knn_below: int = 10000,
         seed: int = 0,
     ) -> None:
-        super().__init__()
         if sampling not in SAMPLING:
             raise RunError(f"method.sampling={sampling!r}: expected one of {', '.join(SAMPLING)}")
-        n_train = run.train_points.size
-        if n_train < n_neighbors + 1:
-            raise RunError(
-                f"{run.content_path}: {n_train} training points, but n_neighbors={n_neighbors} "
-                f"needs at least {n_neighbors + 1}; lower method.n_neighbors"
-            )
-        self.run = run
-        self.n_neighbors = n_neighbors
+        super().__init__(run, n_neighbors, batch_size, seed)
         self.s_n_epochs = s_n_epochs
         self.t_n_epochs = t_n_epochs
         self.t_n_neighbors = t_n_neighbors
         self.sampling = sampling
         self.kcenter_fraction = kcenter_fraction
         self.kcenter_max_fraction = kcenter_max_fraction
-        self.batch_size = batch_size
         self.metric = metric
         self.exact_knn_below = exact_knn_below
-        self.seed = seed
         self.layout: VertexLayout | None = None
         self.kcenter: list[KCenterResult] | None = None
         self.spatial: EdgeSet | None = None
         self.temporal: EdgeSet | None = None
         self.edges: EdgeSet | None = None
         self.n_edges = 0
-        self._reps: np.ndarray | None = None
-        self._stream: EdgeStream | None = None
 
     # ------------------------------------------------------------------ building
     def build(self) -> None:
@@ -195,38 +183,8 @@ class TimeVisDataModule(L.LightningDataModule):
         """``TimeVis (E epochs)`` for the progress bar."""
         return f"TimeVis ({len(self.run.epochs)} epochs)"
 
-    @property
-    def train_reps(self) -> np.ndarray:
-        """``[V, D]`` float32 representations of every vertex, in layout order."""
-        self.build()
-        return self._reps
-
-    def input_normalisation(self) -> tuple[torch.Tensor, float]:
-        """``(shift [D], scale)``: per-dimension mean and root mean variance over all vertices."""
-        self.build()
-        shift = self._reps.mean(axis=0, dtype=np.float64)
-        scale = float(np.sqrt(self._reps.var(axis=0, dtype=np.float64).mean()))
-        return torch.as_tensor(shift, dtype=torch.float32), scale
-
     # ------------------------------------------------------------------ streaming
-    def setup(self, stage: str) -> None:
-        self.build()
-        if self._stream is not None:
-            return
-        trainer = self.trainer
-        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
-        rank = trainer.global_rank if trainer is not None else 0
-        world = trainer.world_size if trainer is not None else 1
-        self._stream = EdgeStream(
-            torch.as_tensor(self._reps, device=device),
-            self.edges,
-            n_edges=self.n_edges,
-            batch_size=self.batch_size,
-            seed=self.seed * 1_000_003,
-            rank=rank,
-            world_size=world,
-            vertex_data={"epoch_pos": torch.as_tensor(self.layout.epoch_pos)},
-        )
-
-    def train_dataloader(self) -> EdgeStream:
-        return self._stream
+    def stream_spec(self) -> tuple[EdgeSet, int, int, dict[str, Tensor]]:
+        """The combined edges, their draws, and each vertex's epoch position for the heads."""
+        epoch_pos = {"epoch_pos": torch.as_tensor(self.layout.epoch_pos)}
+        return self.edges, self.n_edges, self.seed * 1_000_003, epoch_pos

@@ -137,12 +137,6 @@ class VisualizerModule(L.LightningModule):
         self._anchors = [state_dict[name].detach().clone() for name in names]
 
     # ------------------------------------------------------------------ training
-    def setup(self, stage: str) -> None:
-        # Runs in every process before DDP wraps the model; a head unpickled into a spawned
-        # process arrives trainable again, and DDP rejects parameters without gradients.
-        if self.subject_head is not None:
-            self.subject_head.requires_grad_(False)
-
     def on_fit_start(self) -> None:
         self._anchors = [a.to(self.device) for a in self._anchors]
         rank = self.trainer.global_rank if self._trainer is not None else 0
