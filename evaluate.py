@@ -19,6 +19,7 @@ from ttvis.metrics import (
     parse_vis_names,
     require_exports,
     write_metrics,
+    write_tensorboard_scalars,
 )
 from ttvis.run import RunError, TrainingRun
 
@@ -48,6 +49,9 @@ def main(cfg: DictConfig) -> None:
             if len(names) == 1:
                 print(format_table(results))
             print(f"wrote {write_metrics(run, results)}", flush=True)
+            if cfg.get("tensorboard_dir"):
+                log_dir = write_tensorboard_scalars(results, cfg.tensorboard_dir)
+                print(f"logged {name} metrics to TensorBoard in {log_dir}", flush=True)
         if len(names) > 1:  # one side-by-side table: epoch x metric rows, a column per method
             print(format_comparison(every))
     except (RunError, EvaluationError) as err:

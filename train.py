@@ -12,6 +12,7 @@ import hydra
 from omegaconf import DictConfig
 
 import ttvis  # noqa: F401  (registers the config resolvers)
+from ttvis.modules import TrainingDiverged
 from ttvis.run import RunError
 from ttvis.training import train
 
@@ -23,8 +24,15 @@ def main(cfg: DictConfig) -> float | None:
     try:
         summary = train(cfg)
     except RunError as err:  # bad input: one clear line, no traceback, nothing written
+        if cfg.get("debug"):
+            raise
         log.error("%s", err)
         sys.exit(2)
+    except TrainingDiverged as err:  # NaN/inf loss: say where, export nothing further
+        if cfg.get("debug"):
+            raise
+        log.error("%s", err)
+        sys.exit(1)
     losses = [v for v in summary["epochs"].values() if v is not None]
     return losses[-1] if losses else None  # what a Hydra sweeper would minimise
 

@@ -21,9 +21,14 @@ import sys  # noqa: E402
 from collections.abc import Iterable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib import image as mpl_image  # noqa: E402
 
 from ttvis.demo import build_demo_run  # noqa: E402
+from ttvis.modules import Autoencoder  # noqa: E402
+from ttvis.run import TrainingRun  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
@@ -32,12 +37,15 @@ CONF_DIR = REPO_ROOT / "conf"
 # minus top-2 softmax gap ~0.7 in epochs 2-3) for decision regions to show colour.
 DEMO_KWARGS = {"n_epochs": 3, "n_samples": 240, "lr": 1e-2, "batch_size": 16, "seed": 0}
 
+# Background side of the small end-to-end runs' images.
+RESOLUTION = 40
+
 # Smallest train.py settings that still train and export every subject epoch.
 SMALL_SETTINGS = {
     "trainer.max_epochs": "2",
     "method.s_n_epochs": "1",
     "method.n_neighbors": "5",
-    "export.resolution": "40",
+    "export.resolution": str(RESOLUTION),
     "model.hidden_dims": "[32]",
     "logger": "none",
     "callbacks.progress_bar": "null",
@@ -82,6 +90,17 @@ def train_env(tmp_dir: Path, env: dict[str, str] | None = None) -> dict[str, str
     return out
 
 
+def train_command(args: Iterable[str], tmp_dir: Path, small: bool = True) -> list[str]:
+    """``[python, train.py, *args, ...]`` with Hydra's run folder in ``tmp_dir/hydra`` and, when
+    ``small``, :data:`SMALL_SETTINGS` for the keys that ``args`` leaves out."""
+    args = list(args)
+    given = {_key(a) for a in args if "=" in a and not a.startswith("-")}
+    extra = [f"hydra.run.dir={tmp_dir / 'hydra'}"]
+    if small:
+        extra += [f"{k}={v}" for k, v in SMALL_SETTINGS.items() if k not in given]
+    return [sys.executable, "train.py", *args, *extra]
+
+
 def run_train(
     args: Iterable[str],
     tmp_dir: Path,
@@ -108,12 +127,8 @@ def run_train(
         The completed process, with ``stdout``/``stderr`` as text.
     """
     args = list(args)
-    given = {_key(a) for a in args if "=" in a and not a.startswith("-")}
-    extra = [f"hydra.run.dir={tmp_dir / 'hydra'}"]
-    if small:
-        extra += [f"{k}={v}" for k, v in SMALL_SETTINGS.items() if k not in given]
     proc = subprocess.run(
-        [sys.executable, "train.py", *args, *extra],
+        train_command(args, tmp_dir, small),
         cwd=cwd,
         env=train_env(tmp_dir, env),
         capture_output=True,
@@ -126,3 +141,56 @@ def run_train(
             f"--- stdout (tail)\n{proc.stdout[-4000:]}\n--- stderr (tail)\n{proc.stderr[-6000:]}"
         )
     return proc
+
+
+def check_export(
+    content_path: Path,
+    epochs: list[int],
+    resolution: int = RESOLUTION,
+    vis: Path | None = None,
+    spread: bool = True,
+) -> Path:
+    """Assert a complete, valid DVI export for exactly ``epochs``; return the export folder.
+
+    Args:
+        content_path: the run folder.
+        epochs: the subject epochs that must have been exported, and no others.
+        resolution: the background images' side.
+        vis: the export folder (default ``content_path/visualize/DVI``).
+        spread: also require every projection to be spread out (not one point).
+    """
+    run = TrainingRun(content_path)
+    vis = vis or content_path / "visualize" / "DVI"
+    for sub in ("projection", "scale", "vismodel"):
+        assert sorted(p.name for p in (vis / sub).iterdir()) == sorted(
+            f"{e}.{'pth' if sub == 'vismodel' else 'npy'}" for e in epochs
+        ), sub
+    assert sorted(p.name for p in (vis / "bgimg").iterdir()) == sorted(f"{e}.png" for e in epochs)
+    for epoch in epochs:
+        proj = np.load(vis / "projection" / f"{epoch}.npy")
+        assert proj.dtype == np.float32 and proj.shape == (run.shape.n_points, 2)
+        assert np.isfinite(proj).all()
+        assert not spread or proj.std(0).min() > 0, "collapsed projection"
+        scale = np.load(vis / "scale" / f"{epoch}.npy")
+        assert scale.shape == (4,) and np.isfinite(scale).all()
+        x_min, y_min, x_max, y_max = scale
+        assert x_min < x_max and y_min < y_max
+        assert (proj[:, 0] >= x_min).all() and (proj[:, 0] <= x_max).all()
+        assert (proj[:, 1] >= y_min).all() and (proj[:, 1] <= y_max).all()
+        image = mpl_image.imread(vis / "bgimg" / f"{epoch}.png")
+        assert image.shape[:2] == (resolution, resolution)
+
+        saved = torch.load(vis / "vismodel" / f"{epoch}.pth", weights_only=True)
+        assert set(saved) >= {"state_dict", "encoder_dims", "decoder_dims"}
+        dim = run.shape.dim
+        assert saved["encoder_dims"][0] == dim and saved["encoder_dims"][-1] == 2
+        assert saved["decoder_dims"][0] == 2 and saved["decoder_dims"][-1] == dim
+        net = Autoencoder(saved["encoder_dims"], saved["decoder_dims"])
+        net.load_state_dict(saved["state_dict"])
+        # The saved visualizer is the one that produced the projection.
+        reps = torch.from_numpy(np.array(run.representations(epoch), dtype=np.float32))
+        with torch.no_grad():
+            np.testing.assert_allclose(net.encoder(reps).numpy(), proj, rtol=1e-4, atol=1e-4)
+    leftovers = [p for p in vis.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
+    assert not leftovers, f"temporary files left behind: {leftovers}"
+    return vis

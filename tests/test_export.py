@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import numpy as np
 import pytest
 import torch
@@ -104,6 +107,15 @@ def test_atomic_writes_round_trip_and_leave_no_temp_files(tmp_path):
     atomic_save_npy(tmp_path / "sub" / "a.npy", arr * 2)
     np.testing.assert_array_equal(np.load(tmp_path / "sub" / "a.npy"), arr * 2)
     assert _names(tmp_path / "sub") == ["a.npy", "i.png", "m.pth", "t.txt"]
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "shared.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # like open(); not mkstemp's 0600
 
 
 def test_failed_atomic_write_keeps_old_file(tmp_path):

@@ -6,17 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from conftest import copy_run, run_train
+from conftest import RESOLUTION, check_export, copy_run, run_train
 from matplotlib import image as mpl_image
 
 from ttvis.export import class_palette, pixel_of
-from ttvis.modules import Autoencoder
 from ttvis.run import TrainingRun
 
 pytestmark = pytest.mark.slow
 
-RESOLUTION = 40
 # Enough visualizer steps (~13 batches x 5 epochs per subject epoch) for decision regions that
 # match the samples on them, with a small network to stay fast.
 QUALITY = [
@@ -27,45 +24,6 @@ QUALITY = [
     f"export.resolution={RESOLUTION}",
     "logger=tensorboard",
 ]
-
-
-def check_export(content_path: Path, epochs: list[int], resolution: int = RESOLUTION) -> Path:
-    """Assert a complete, valid DVI export for exactly ``epochs``; return the export folder."""
-    run = TrainingRun(content_path)
-    vis = content_path / "visualize" / "DVI"
-    for sub in ("projection", "scale", "vismodel"):
-        assert sorted(p.name for p in (vis / sub).iterdir()) == sorted(
-            f"{e}.{'pth' if sub == 'vismodel' else 'npy'}" for e in epochs
-        ), sub
-    assert sorted(p.name for p in (vis / "bgimg").iterdir()) == sorted(f"{e}.png" for e in epochs)
-    for epoch in epochs:
-        proj = np.load(vis / "projection" / f"{epoch}.npy")
-        assert proj.dtype == np.float32 and proj.shape == (run.shape.n_points, 2)
-        assert np.isfinite(proj).all()
-        assert proj.std(0).min() > 0, "collapsed projection"
-        scale = np.load(vis / "scale" / f"{epoch}.npy")
-        assert scale.shape == (4,) and np.isfinite(scale).all()
-        x_min, y_min, x_max, y_max = scale
-        assert x_min < x_max and y_min < y_max
-        assert (proj[:, 0] >= x_min).all() and (proj[:, 0] <= x_max).all()
-        assert (proj[:, 1] >= y_min).all() and (proj[:, 1] <= y_max).all()
-        image = mpl_image.imread(vis / "bgimg" / f"{epoch}.png")
-        assert image.shape[:2] == (resolution, resolution)
-
-        saved = torch.load(vis / "vismodel" / f"{epoch}.pth", weights_only=True)
-        assert set(saved) >= {"state_dict", "encoder_dims", "decoder_dims"}
-        dim = run.shape.dim
-        assert saved["encoder_dims"][0] == dim and saved["encoder_dims"][-1] == 2
-        assert saved["decoder_dims"][0] == 2 and saved["decoder_dims"][-1] == dim
-        net = Autoencoder(saved["encoder_dims"], saved["decoder_dims"])
-        net.load_state_dict(saved["state_dict"])
-        # The saved visualizer is the one that produced the projection.
-        reps = torch.from_numpy(np.array(run.representations(epoch), dtype=np.float32))
-        with torch.no_grad():
-            np.testing.assert_allclose(net.encoder(reps).numpy(), proj, rtol=1e-4, atol=1e-4)
-    leftovers = [p for p in vis.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
-    assert not leftovers, f"temporary files left behind: {leftovers}"
-    return vis
 
 
 @pytest.fixture(scope="module")

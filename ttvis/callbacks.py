@@ -19,6 +19,7 @@ from ttvis.export import (
     projection_scale,
     render_background,
 )
+from ttvis.modules.visualizer import TrainingDiverged
 from ttvis.subject import try_load_subject_head
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ class ExportCallback(L.Callback):
         device = module.device
         projection = encode_points(module, run.representations(epoch), self.batch_size)
         if not np.isfinite(projection).all():
-            raise FloatingPointError(
+            raise TrainingDiverged(
                 f"epoch {epoch}: the visualizer produced non-finite positions; nothing exported"
             )
         scale = projection_scale(projection, self.scale_margin)

@@ -18,12 +18,19 @@ import torch
 # ------------------------------------------------------------------ atomic writes
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temporary file in the same folder + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; exports are shared
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -62,6 +69,28 @@ def atomic_save_png(path: str | Path, image: np.ndarray) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def require_writable_dir(path: str | Path) -> Path:
+    """Check that folder ``path`` exists and is writable or can be created; return it resolved.
+
+    Nothing is created. Raises :class:`~ttvis.run.RunError` naming the read-only or
+    non-folder ancestor and the ``output_dir=`` override that writes elsewhere.
+    """
+    from ttvis.run import RunError
+
+    path = Path(path).expanduser().resolve()
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RunError(f"cannot write exports to {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunError(
+            f"cannot write exports to {path}: {existing} is read-only. ttvis never changes "
+            "the run's input files; pass output_dir=/a/writable/folder to export elsewhere"
+        )
+    return path
 
 
 # ------------------------------------------------------------------ scale and grid

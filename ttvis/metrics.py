@@ -561,6 +561,35 @@ def write_metrics(run: TrainingRun, results: dict[str, Any]) -> Path:
     return atomic_write_text(path, json.dumps(results, indent=2, allow_nan=False) + "\n")
 
 
+def write_tensorboard_scalars(results: dict[str, Any], log_dir: str | Path) -> Path:
+    """Log :func:`evaluate_visualization`'s results as TensorBoard scalars under ``log_dir``.
+
+    Per-epoch metrics go to tags ``{vis}/eval/{metric}`` (``nn_train``, ``ppr_test``, ...) at
+    step = subject epoch; the run-level ``temporal_train``/``temporal_test`` at the last
+    epoch's step. Metrics that do not apply (None) are left out.
+
+    Returns:
+        ``log_dir``, holding one new event file.
+    """
+    from torch.utils.tensorboard import SummaryWriter
+
+    log_dir = Path(log_dir)
+    prefix = f"{results['vis']}/eval"
+    writer = SummaryWriter(log_dir=str(log_dir))
+    try:
+        epochs = sorted(results["epochs"], key=int)
+        for epoch in epochs:
+            for key, value in results["epochs"][epoch].items():
+                if value is not None:
+                    writer.add_scalar(f"{prefix}/{key}", value, global_step=int(epoch))
+        for key in ("temporal_train", "temporal_test"):
+            if results.get(key) is not None and epochs:
+                writer.add_scalar(f"{prefix}/{key}", results[key], global_step=int(epochs[-1]))
+    finally:
+        writer.close()
+    return log_dir
+
+
 def parse_vis_names(value: str | Sequence[str]) -> list[str]:
     """``"DVI"``, ``"DVI,TimeVis"`` or ``["DVI", "TimeVis"]`` -> ``["DVI", "TimeVis"]``."""
     items = value.split(",") if isinstance(value, str) else [str(v) for v in value]

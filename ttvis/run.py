@@ -307,6 +307,16 @@ class TrainingRun:
         return task, [str(c) for c in classes]
 
     # ------------------------------------------------------------------ access
+    def require_training_points(self, n_neighbors: int) -> None:
+        """Raise :class:`RunError` unless there are more training points than ``n_neighbors``."""
+        n_train = self.train_points.size
+        if n_train < n_neighbors + 1:
+            raise RunError(
+                f"{self.content_path}: {n_train} training points, but n_neighbors={n_neighbors} "
+                f"needs at least {n_neighbors + 1}; lower method.n_neighbors or list more "
+                f"training samples in {self.content_path / INDEX_FILE}"
+            )
+
     def representation_path(self, epoch: int) -> Path:
         """Path of ``dataset/representation/{epoch}.npy``."""
         return self.content_path / REPRESENTATION_DIR / f"{epoch}.npy"

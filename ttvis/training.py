@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from typing import Any
@@ -14,6 +15,8 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from ttvis.callbacks import encode_points
+from ttvis.export import require_writable_dir
+from ttvis.resume import EpochCheckpoint, ResumeStore, settings_fingerprint
 from ttvis.run import TrainingRun
 from ttvis.subject import try_load_subject_head
 
@@ -44,12 +47,16 @@ def make_trainer(cfg: DictConfig, logger: Logger | bool, **overrides: Any) -> L.
 
 
 def open_run(cfg: DictConfig) -> TrainingRun:
-    """Validate ``cfg.content_path`` (and ``cfg.epochs``) before any work starts."""
+    """Validate ``cfg.content_path``, ``cfg.epochs``, ``method.n_neighbors`` and that
+    ``cfg.output_dir`` is writable, before any work starts; raises :class:`RunError`."""
     epochs = OmegaConf.to_object(cfg.epochs) if cfg.get("epochs") is not None else None
     if isinstance(epochs, int):
         epochs = [epochs]
     run = TrainingRun(cfg.content_path, epochs=epochs, check_values=cfg.get("check_values", True))
     log.info("%s", run)
+    if cfg.method.get("n_neighbors") is not None:
+        run.require_training_points(cfg.method.n_neighbors)
+    require_writable_dir(cfg.output_dir)
     if run.is_classification:
         # Fail early and loudly if backgrounds will be white, instead of after training.
         try_load_subject_head(
@@ -78,7 +85,22 @@ def fit_dvi(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dict[st
         "edges": 0,
         "seconds": {"complex": 0.0, "train": 0.0, "export": 0.0},
     }
+    store = ResumeStore(cfg.output_dir, run, settings_fingerprint(cfg))
+    done: list[int] = []
+    if cfg.get("resume", True):
+        done, last = store.completed()
+        if last is not None:
+            prev_state, prev_knn, prev_positions = last.state, last.knn, last.positions
+            log.info(
+                "Resuming: epochs %s are already exported in %s with these settings; "
+                "not retraining them (resume=false retrains everything)",
+                done,
+                cfg.output_dir,
+            )
+    summary["resumed"] = done
     for k, epoch in enumerate(run.epochs, start=1):
+        if epoch in done:
+            continue
         t0 = time.perf_counter()
         datamodule = instantiate(cfg.method.datamodule)(
             run=run, epoch=epoch, prev_knn=prev_knn, prev_positions=prev_positions
@@ -129,6 +151,12 @@ def fit_dvi(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dict[st
         prev_state = {n: p.detach().clone() for n, p in module.autoencoder.state_dict().items()}
         prev_knn = datamodule.knn
         prev_positions = encode_points(module, datamodule.train_reps, cfg.export.batch_size)
+        if trainer.is_global_zero:  # after the exports: a checkpoint means the epoch is done
+            store.save(epoch, EpochCheckpoint(prev_state, prev_knn, prev_positions))
+        # The Trainer, module and datamodule reference each other; free this epoch's arrays
+        # now rather than at some later garbage collection, so memory does not grow with E.
+        del trainer, module, datamodule
+        gc.collect()
     return summary
 
 

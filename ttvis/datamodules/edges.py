@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ttvis.complex import EdgeSet
-from ttvis.run import RunError, TrainingRun
+from ttvis.run import TrainingRun
 
 
 class EdgeStream:
@@ -108,12 +108,7 @@ class EdgeDataModule(L.LightningDataModule):
 
     def __init__(self, run: TrainingRun, n_neighbors: int, batch_size: int, seed: int) -> None:
         super().__init__()
-        n_train = run.train_points.size
-        if n_train < n_neighbors + 1:
-            raise RunError(
-                f"{run.content_path}: {n_train} training points, but n_neighbors={n_neighbors} "
-                f"needs at least {n_neighbors + 1}; lower method.n_neighbors"
-            )
+        run.require_training_points(n_neighbors)
         self.run = run
         self.n_neighbors = n_neighbors
         self.batch_size = batch_size

@@ -2,6 +2,6 @@
 
 from ttvis.modules.autoencoder import Autoencoder
 from ttvis.modules.timevis import EpochHeads, TimeVisModule
-from ttvis.modules.visualizer import VisualizerModule
+from ttvis.modules.visualizer import TrainingDiverged, VisualizerModule
 
-__all__ = ["Autoencoder", "EpochHeads", "TimeVisModule", "VisualizerModule"]
+__all__ = ["Autoencoder", "EpochHeads", "TimeVisModule", "TrainingDiverged", "VisualizerModule"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import lightning as L
@@ -17,6 +18,10 @@ from ttvis.modules.losses import (
     umap_ab,
     umap_loss,
 )
+
+
+class TrainingDiverged(FloatingPointError):
+    """The visualizer's loss became NaN or infinite; the message names the subject epoch."""
 
 
 class VisualizerModule(L.LightningModule):
@@ -101,6 +106,7 @@ class VisualizerModule(L.LightningModule):
         self._anchors: list[Tensor] = []
         self._generator: torch.Generator | None = None
         self.edges_seen = 0  # edges trained on by this process, for throughput reports
+        self.last_finite_loss: float | None = None
 
     # ------------------------------------------------------------------ inference API
     def normalise(self, x: Tensor) -> Tensor:
@@ -189,6 +195,7 @@ class VisualizerModule(L.LightningModule):
             total = total + self.lambda_anchor * loss_anchor
             losses["anchor"] = loss_anchor
         losses["total"] = total
+        self._check_finite(total, batch_idx)
         n_edges = head_pos.shape[0]
         self.edges_seen += n_edges
         for name, value in losses.items():
@@ -212,6 +219,19 @@ class VisualizerModule(L.LightningModule):
             sync_dist=True,
         )
         return total
+
+    def _check_finite(self, total: Tensor, batch_idx: int) -> None:
+        """Stop training, naming the subject epoch, when the loss is NaN or infinite."""
+        value = float(total.detach())
+        if math.isfinite(value):
+            self.last_finite_loss = value
+            return
+        last = "none" if self.last_finite_loss is None else f"{self.last_finite_loss:.6g}"
+        raise TrainingDiverged(
+            f"{self.log_prefix}: the loss became {value} in subject epoch {self.subject_epoch}, "
+            f"visualizer epoch {self.current_epoch + 1}, batch {batch_idx} (last finite loss: "
+            f"{last}); nothing was exported for this epoch. Try a lower method.optimizer.lr."
+        )
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.autoencoder.parameters())
