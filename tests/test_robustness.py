@@ -370,3 +370,21 @@ def test_constant_and_duplicate_representations_export(run_copy, tmp_path):
     grouped = np.load(vis / "projection" / "3.npy")
     assert grouped.std(0).min() > 0
     assert run.shape.n_points == grouped.shape[0]
+
+
+# ------------------------------------------------------------------ 6. resources
+
+
+def test_nothing_accumulates_across_subject_epochs(run_copy, tmp_path):
+    """When subject epoch e's datamodule (its complex, its arrays) is created, no earlier one is
+    alive: memory holds one epoch at a time. ``benchmarks/memory.py`` measures the peak."""
+    probe = tmp_path / "alive.jsonl"
+    env = {"TTVIS_MEMPROBE": str(probe), "PYTHONPATH": str(REPO_ROOT / "tests")}
+    run_train(
+        [f"content_path={run_copy}", "method.datamodule._target_=memprobe.TrackedDVIDataModule"],
+        tmp_path,
+        env=env,
+    )
+    records = [json.loads(line) for line in probe.read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert [r["alive"] for r in records] == [0, 0, 0]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
+import sys
 import time
 from typing import Any
 
@@ -21,6 +23,22 @@ from ttvis.run import TrainingRun
 from ttvis.subject import try_load_subject_head
 
 log = logging.getLogger(__name__)
+
+
+def release_memory() -> None:
+    """Free the last subject epoch's arrays before the next one, so memory does not grow with
+    the number of epochs.
+
+    The Trainer, module and datamodule reference each other, so they wait for a garbage
+    collection; and glibc keeps freed heap pages (fragmented by plotting and training
+    allocations) unless asked to return them, which ``malloc_trim`` does where it exists.
+    """
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to trim
+            pass
 
 
 def instantiate_callbacks(cfg: DictConfig) -> list[L.Callback]:
@@ -153,10 +171,8 @@ def fit_dvi(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dict[st
         prev_positions = encode_points(module, datamodule.train_reps, cfg.export.batch_size)
         if trainer.is_global_zero:  # after the exports: a checkpoint means the epoch is done
             store.save(epoch, EpochCheckpoint(prev_state, prev_knn, prev_positions))
-        # The Trainer, module and datamodule reference each other; free this epoch's arrays
-        # now rather than at some later garbage collection, so memory does not grow with E.
         del trainer, module, datamodule
-        gc.collect()
+        release_memory()
     return summary
 
 
