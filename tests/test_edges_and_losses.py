@@ -15,6 +15,7 @@ from ttvis.datamodules import EdgeStream
 from ttvis.modules import Autoencoder
 from ttvis.modules.autoencoder import mlp
 from ttvis.modules.losses import reconstruction_loss, temporal_loss, umap_ab, umap_loss
+from ttvis.modules.visualizer import interpolate_edges
 
 # A hand-made complex on 6 vertices; vertex v's feature row is [v, 10 v] so rows name vertices.
 HEAD = np.array([0, 1, 1, 2, 3, 4, 5, 0], dtype=np.int64)
@@ -264,3 +265,28 @@ def test_export_state_folds_input_normalisation():
     z2, recon2 = exported(x)
     torch.testing.assert_close(z2, z, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(recon2, recon, rtol=1e-5, atol=1e-5)
+
+
+def test_interpolate_edges_on_segments_without_noise():
+    gen = torch.Generator().manual_seed(0)
+    head, tail = torch.randn(500, 6, generator=gen), torch.randn(500, 6, generator=gen)
+    points = interpolate_edges(head, tail, 0.0, torch.Generator().manual_seed(1))
+    lam = torch.rand(500, 1, generator=torch.Generator().manual_seed(1))  # the same draws
+    torch.testing.assert_close(points, lam * head + (1 - lam) * tail)
+
+
+def test_interpolate_edges_noise_has_the_stated_spread():
+    d, m, noise = 16, 20000, 1.5
+    gen = torch.Generator().manual_seed(0)
+    head = torch.randn(m, d, generator=gen)
+    tail = head + torch.randn(m, d, generator=gen) * torch.rand(m, 1, generator=gen) * 3
+    rng = torch.Generator().manual_seed(2)
+    points = interpolate_edges(head, tail, noise, rng)
+    rng = torch.Generator().manual_seed(2)
+    lam = torch.rand(m, 1, generator=rng)
+    offset = points - (lam * head + (1 - lam) * tail)
+    # Brute force: each edge's offset divided by its stated standard deviation is N(0, 1).
+    per_dim_sd = noise * (head - tail).norm(dim=1, keepdim=True) / d**0.5
+    z = (offset / per_dim_sd).flatten().numpy()
+    assert abs(z.mean()) < 0.01 and abs(z.std() - 1) < 0.01
+    assert stats.kstest(z[:5000], "norm").pvalue > 1e-3

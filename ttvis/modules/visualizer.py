@@ -20,6 +20,34 @@ from ttvis.modules.losses import (
 )
 
 
+def interpolate_edges(
+    x_head: Tensor, x_tail: Tensor, noise: float = 0.0, generator: torch.Generator | None = None
+) -> Tensor:
+    """Random points between edge ends, optionally shaken off the segment.
+
+    ``l * x_head + (1 - l) * x_tail`` with ``l ~ U(0, 1)`` per edge, plus isotropic Gaussian
+    noise whose per-dimension standard deviation is ``noise * |x_head - x_tail| / sqrt(D)``:
+    with ``noise = 1`` the displacement is as long as the edge, so the points fill the
+    neighbourhood of the data where unseen samples lie, not just the lines between samples.
+
+    Args:
+        x_head, x_tail: ``[M, D]`` edge ends (the network's normalised inputs).
+        noise: displacement relative to the edge length; 0 keeps the points on the segments.
+        generator: random source on the tensors' device.
+
+    Returns:
+        ``[M, D]``.
+    """
+    lam = torch.rand(x_head.shape[0], 1, device=x_head.device, generator=generator)
+    points = lam * x_head + (1 - lam) * x_tail
+    if noise > 0:
+        diff = x_head - x_tail
+        spread = diff.norm(dim=1, keepdim=True) / diff.shape[1] ** 0.5
+        eps = torch.randn(points.shape, device=points.device, generator=generator)
+        points = points + noise * spread * eps
+    return points
+
+
 class TrainingDiverged(FloatingPointError):
     """The visualizer's loss became NaN or infinite; the message names the subject epoch."""
 
@@ -47,6 +75,9 @@ class VisualizerModule(L.LightningModule):
             ``l * x_head + (1 - l) * x_tail`` is added to the reconstruction and prediction
             losses, so the inverse mapping also learns the space between samples (where unseen
             samples and decision boundaries lie); 0 turns it off.
+        mix_noise: those points are also displaced by Gaussian noise of this size relative to
+            the edge length (:func:`interpolate_edges`), so the inverse mapping and the
+            prediction loss cover the data's neighbourhood, not only its segments; 0: none.
         lambda_anchor: weight of the positional temporal loss: each vertex is pulled towards
             its position under the previous visualizer in proportion to the share of its
             neighbours it kept (batches carry ``anchor`` and ``anchor_weight``), so samples
@@ -71,6 +102,7 @@ class VisualizerModule(L.LightningModule):
         input_scale: float = 1.0,
         subject_head: nn.Module | None = None,
         mix_fraction: float = 0.0,
+        mix_noise: float = 0.0,
         lambda_anchor: float = 0.0,
         negative_sample_rate: int = 5,
         spread: float = 1.0,
@@ -93,6 +125,7 @@ class VisualizerModule(L.LightningModule):
         self.register_buffer("input_scale", torch.tensor(scale, dtype=torch.float32))
         self.subject_head = subject_head
         self.mix_fraction = mix_fraction
+        self.mix_noise = mix_noise
         self.lambda_anchor = lambda_anchor
         if subject_head is not None:
             subject_head.requires_grad_(False)
@@ -155,8 +188,9 @@ class VisualizerModule(L.LightningModule):
         counts = batch.get("counts")
         n_mix = int(round(self.mix_fraction * head_pos.shape[0]))
         if n_mix > 0:
-            lam = torch.rand(n_mix, 1, device=x.device, generator=self._generator)
-            x_mix = lam * x[head_pos[:n_mix]] + (1 - lam) * x[tail_pos[:n_mix]]
+            x_mix = interpolate_edges(
+                x[head_pos[:n_mix]], x[tail_pos[:n_mix]], self.mix_noise, self._generator
+            )
             x_all = torch.cat([x, x_mix])
             if counts is None:
                 counts = torch.ones(x.shape[0], device=x.device, dtype=torch.long)
