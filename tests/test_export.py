@@ -11,6 +11,7 @@ import torch
 from matplotlib import image as mpl_image
 
 from ttvis.export import (
+    atomic_path,
     atomic_save_npy,
     atomic_save_png,
     atomic_torch_save,
@@ -127,6 +128,19 @@ def test_failed_atomic_write_keeps_old_file(tmp_path):
     with pytest.raises(Exception):  # noqa: B017  (any pickling error)
         atomic_torch_save(tmp_path / "f.pth", {"f": lambda: 0})
     assert _names(tmp_path) == ["x.bin"]
+
+
+def test_atomic_path_for_writers_that_need_a_file_name(tmp_path):
+    target = tmp_path / "out" / "run.mp4"
+    with atomic_path(target, suffix=".mp4") as tmp:
+        assert tmp.parent == target.parent and tmp.suffix == ".mp4" and not target.exists()
+        tmp.write_bytes(b"frames")
+    assert target.read_bytes() == b"frames"
+    with pytest.raises(RuntimeError), atomic_path(target, suffix=".mp4") as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("encoder died")
+    assert target.read_bytes() == b"frames"
+    assert _names(target.parent) == ["run.mp4"]
 
 
 # ------------------------------------------------------------------ background

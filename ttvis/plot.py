@@ -24,9 +24,7 @@ from __future__ import annotations
 import io
 import logging
 import math
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -35,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ttvis.export import atomic_save_png, atomic_write_bytes, class_palette
+from ttvis.export import atomic_path, atomic_save_png, atomic_write_bytes, class_palette
 from ttvis.run import TrainingRun
 
 log = logging.getLogger("ttvis.plot")  # also when run as python -m ttvis.plot
@@ -682,7 +680,6 @@ def write_mp4(frames: Iterable[np.ndarray], path: str | Path, frame_ms: int) -> 
     from matplotlib.figure import Figure
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     frames = iter(frames)
     first = next(frames)
     height, width = first.shape[:2]
@@ -690,20 +687,12 @@ def write_mp4(frames: Iterable[np.ndarray], path: str | Path, frame_ms: int) -> 
     fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
     FigureCanvasAgg(fig)
     image = fig.figimage(first)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        writer = FFMpegWriter(fps=1000.0 / frame_ms)
-        with writer.saving(fig, tmp, dpi):
+    writer = FFMpegWriter(fps=1000.0 / frame_ms)
+    with atomic_path(path, suffix=path.suffix) as tmp, writer.saving(fig, str(tmp), dpi):
+        writer.grab_frame()
+        for frame in frames:
+            image.set_data(frame)
             writer.grab_frame()
-            for frame in frames:
-                image.set_data(frame)
-                writer.grab_frame()
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 
