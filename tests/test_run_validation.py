@@ -309,3 +309,13 @@ def test_train_py_rejects_bad_run(run, tmp_path):
     assert "Traceback" not in output  # one readable line, not a stack trace
     assert f"{run / REP / '2.npy'}: 5 of 240 rows contain NaN" in output
     assert not (run / "visualize").exists()
+
+
+def test_selected_epochs_accepts_none_one_or_a_list():
+    from omegaconf import OmegaConf
+
+    from ttvis.run import selected_epochs
+
+    assert selected_epochs(None) is None
+    assert selected_epochs(5) == [5]
+    assert selected_epochs(OmegaConf.create([1, 5, 10])) == [1, 5, 10]

@@ -776,28 +776,22 @@ def main() -> None:
 def _plot_app(cfg) -> None:
     from omegaconf import OmegaConf
 
-    from ttvis.metrics import export_dir, parse_vis_names
-    from ttvis.run import RunError
+    from ttvis.metrics import EvaluationError, export_dir, parse_vis_names, require_exports
+    from ttvis.run import RunError, selected_epochs
 
     vis = OmegaConf.to_object(cfg.vis) if OmegaConf.is_list(cfg.vis) else str(cfg.vis)
     try:
         names = parse_vis_names(vis)
         settings = PlotSettings.from_mapping(cfg.plots)
-        epochs = OmegaConf.to_object(cfg.epochs) if cfg.get("epochs") is not None else None
-        if isinstance(epochs, int):
-            epochs = [epochs]
+        epochs = selected_epochs(cfg.get("epochs"))
         run = TrainingRun(cfg.content_path, epochs=epochs, check_values=False)
-        dirs = {name: export_dir(run, name) for name in names}
-        for out_dir in dirs.values():  # fail before drawing when one name has no export
-            if not plotted_epochs(out_dir, run.epochs):
-                raise PlotError(
-                    f"no exports under {out_dir / 'projection'} for epochs "
-                    f"{run.epochs[0]}..{run.epochs[-1]}; run train.py first"
-                )
-        for name, out_dir in dirs.items():
+        for name in names:  # fail before drawing when one name has no export
+            require_exports(run, name)
+        for name in names:
+            out_dir = export_dir(run, name)
             drawn, animation = draw_run(run, out_dir, settings, name)
             print(f"wrote {len(drawn)} plots to {out_dir / PLOTS_DIR} and {animation}", flush=True)
-    except (RunError, PlotError, ValueError) as err:
+    except (RunError, PlotError, EvaluationError, ValueError) as err:
         _fail(str(err))
 
 

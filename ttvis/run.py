@@ -107,6 +107,16 @@ def representation_dim(content_path: str | Path) -> int:
     return int(arr.shape[-1])
 
 
+def selected_epochs(value: object) -> list[int] | None:
+    """An ``epochs=`` setting as :class:`TrainingRun` takes it: None (every epoch), one epoch
+    (``epochs=5``) or a list (``epochs=[1,5,10]``, also an OmegaConf ``ListConfig``)."""
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return [value]
+    return list(value)
+
+
 @dataclass(frozen=True)
 class RunShape:
     """Sizes shared by every epoch of a run."""

@@ -14,12 +14,12 @@ import numpy as np
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import Logger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ttvis.callbacks import encode_points
 from ttvis.export import require_writable_dir
 from ttvis.resume import EpochCheckpoint, ResumeStore, settings_fingerprint
-from ttvis.run import TrainingRun
+from ttvis.run import TrainingRun, selected_epochs
 from ttvis.subject import try_load_subject_head
 
 log = logging.getLogger(__name__)
@@ -67,9 +67,7 @@ def make_trainer(cfg: DictConfig, logger: Logger | bool, **overrides: Any) -> L.
 def open_run(cfg: DictConfig) -> TrainingRun:
     """Validate ``cfg.content_path``, ``cfg.epochs``, ``method.n_neighbors`` and that
     ``cfg.output_dir`` is writable, before any work starts; raises :class:`RunError`."""
-    epochs = OmegaConf.to_object(cfg.epochs) if cfg.get("epochs") is not None else None
-    if isinstance(epochs, int):
-        epochs = [epochs]
+    epochs = selected_epochs(cfg.get("epochs"))
     run = TrainingRun(cfg.content_path, epochs=epochs, check_values=cfg.get("check_values", True))
     log.info("%s", run)
     if cfg.method.get("n_neighbors") is not None:
