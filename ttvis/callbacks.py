@@ -16,6 +16,7 @@ from ttvis.export import (
     atomic_save_png,
     atomic_torch_save,
     class_palette,
+    export_paths,
     projection_scale,
     render_background,
 )
@@ -95,8 +96,7 @@ class ExportCallback(L.Callback):
             for epoch in dm.export_epochs:
                 self.export_epoch(dm.run, epoch, pl_module)
             atomic_torch_save(
-                self.out_dir / "vismodel" / f"{dm.model_epoch}.pth",
-                pl_module.export_state(),
+                export_paths(self.out_dir, dm.model_epoch)["vismodel"], pl_module.export_state()
             )
         finally:
             pl_module.train(was_training)
@@ -126,9 +126,10 @@ class ExportCallback(L.Callback):
             device=device,
             **self.colour_kwargs,
         )
-        atomic_save_npy(self.out_dir / "projection" / f"{epoch}.npy", projection)
-        atomic_save_npy(self.out_dir / "scale" / f"{epoch}.npy", scale)
-        atomic_save_png(self.out_dir / "bgimg" / f"{epoch}.png", image)
+        paths = export_paths(self.out_dir, epoch)
+        atomic_save_npy(paths["projection"], projection)
+        atomic_save_npy(paths["scale"], scale)
+        atomic_save_png(paths["bgimg"], image)
         log.info(
             "epoch %d: exported projection %s, scale and %dx%d background to %s (%.1fs)",
             epoch,

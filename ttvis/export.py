@@ -108,6 +108,22 @@ def require_writable_dir(path: str | Path) -> Path:
     return path
 
 
+def export_paths(out_dir: str | Path, epoch: int) -> dict[str, Path]:
+    """Where one subject epoch's exports go (DESIGN.md §2), by kind.
+
+    Returns:
+        ``{"projection", "scale", "bgimg", "vismodel"}`` -> ``{out_dir}/{kind}/{epoch}.{ext}``
+        (``vismodel`` is DVI's per-epoch model; TimeVis writes only ``vismodel/1.pth``).
+    """
+    out_dir = Path(out_dir)
+    return {
+        "projection": out_dir / "projection" / f"{epoch}.npy",
+        "scale": out_dir / "scale" / f"{epoch}.npy",
+        "bgimg": out_dir / "bgimg" / f"{epoch}.png",
+        "vismodel": out_dir / "vismodel" / f"{epoch}.pth",
+    }
+
+
 # ------------------------------------------------------------------ scale and grid
 
 

@@ -22,7 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ttvis.complex import KNNGraph
-from ttvis.export import atomic_torch_save
+from ttvis.export import atomic_torch_save, export_paths
 from ttvis.run import INDEX_FILE, TrainingRun
 
 log = logging.getLogger(__name__)
@@ -101,15 +101,6 @@ class ResumeStore:
         """``{out_dir}/resume/{epoch}.pt``."""
         return self.out_dir / RESUME_DIR / f"{epoch}.pt"
 
-    def export_paths(self, epoch: int) -> list[Path]:
-        """The files DVI exports for ``epoch`` (DESIGN.md §2)."""
-        return [
-            self.out_dir / "projection" / f"{epoch}.npy",
-            self.out_dir / "scale" / f"{epoch}.npy",
-            self.out_dir / "bgimg" / f"{epoch}.png",
-            self.out_dir / "vismodel" / f"{epoch}.pth",
-        ]
-
     def save(self, epoch: int, checkpoint: EpochCheckpoint) -> Path:
         """Write ``epoch``'s checkpoint atomically (call it after the exports, on rank zero)."""
         return atomic_torch_save(
@@ -127,7 +118,8 @@ class ResumeStore:
         """``epoch``'s checkpoint when it matches the current settings and inputs and all of
         the epoch's exports exist; None otherwise (the epoch must be trained)."""
         path = self.path(epoch)
-        if not path.is_file() or not all(p.is_file() for p in self.export_paths(epoch)):
+        exports = export_paths(self.out_dir, epoch).values()
+        if not path.is_file() or not all(p.is_file() for p in exports):
             return None
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
