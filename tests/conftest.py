@@ -143,6 +143,21 @@ def run_train(
     return proc
 
 
+def run_evaluate(args: Iterable[str], tmp_dir: Path, timeout: float = 300):
+    """Run ``python evaluate.py ARGS`` with Hydra's output in ``tmp_dir/evaluate``; fail the
+    test with its stderr when the exit status is not 0. Returns the completed process."""
+    proc = subprocess.run(
+        [sys.executable, "evaluate.py", *args, f"hydra.run.dir={tmp_dir / 'evaluate'}"],
+        cwd=REPO_ROOT,
+        env=train_env(tmp_dir),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
 def check_export(
     content_path: Path,
     epochs: list[int],

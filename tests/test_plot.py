@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CONF_DIR, REPO_ROOT, run_train, train_env
+from conftest import CONF_DIR, REPO_ROOT, run_evaluate, run_train, train_env
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
@@ -400,22 +400,8 @@ def test_train_draws_pictures_logs_images_and_evaluate_logs_scalars(run_copy, tm
     assert [e.step for e in images] == list(EPOCHS)
     assert (images[0].width, images[0].height) == (300, 300)
 
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "evaluate.py",
-            f"content_path={run_copy}",
-            "k=5",
-            f"hydra.run.dir={tmp_path / 'eval'}",
-        ],
-        cwd=REPO_ROOT,
-        env=train_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    events = read_events(tmp_path / "eval" / "tensorboard")
+    run_evaluate([f"content_path={run_copy}", "k=5"], tmp_path, timeout=120)
+    events = read_events(tmp_path / "evaluate" / "tensorboard")
     assert [e.step for e in events.Scalars("DVI/eval/nn_train")] == list(EPOCHS)
     assert "DVI/eval/ppr_test" in events.Tags()["scalars"]
 

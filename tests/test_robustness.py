@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from conftest import (
     REPO_ROOT,
     check_export,
     copy_run,
+    run_evaluate,
     run_train,
     train_command,
     train_env,
@@ -321,21 +321,7 @@ def test_sweep_jobs_write_separate_folders(run_copy, tmp_path):
     assert not np.allclose(*projections)  # two different visualizers, not one file twice
     assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["0", "1"]
     # A sweep folder is an ordinary export: evaluate.py takes its name.
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "evaluate.py",
-            f"content_path={run_copy}",
-            f"vis='{folders[0]}'",
-            f"hydra.run.dir={tmp_path / 'evaluate'}",
-        ],
-        cwd=REPO_ROOT,
-        env=train_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_evaluate([f"content_path={run_copy}", f"vis='{folders[0]}'"], tmp_path)
     assert (run_copy / "visualize" / folders[0] / "metrics.json").is_file()
 
 
