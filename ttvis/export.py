@@ -10,7 +10,7 @@ import contextlib
 import io
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +122,11 @@ def export_paths(out_dir: str | Path, epoch: int) -> dict[str, Path]:
         "bgimg": out_dir / "bgimg" / f"{epoch}.png",
         "vismodel": out_dir / "vismodel" / f"{epoch}.pth",
     }
+
+
+def epochs_with_projection(out_dir: str | Path, epochs: Iterable[int]) -> list[int]:
+    """The ``epochs`` that have ``projection/{epoch}.npy`` under ``out_dir``, ascending."""
+    return sorted(e for e in epochs if export_paths(out_dir, e)["projection"].is_file())
 
 
 # ------------------------------------------------------------------ scale and grid

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from ttvis.complex import exact_knn, neighbour_overlap
-from ttvis.export import atomic_write_text
+from ttvis.export import atomic_write_text, epochs_with_projection
 from ttvis.modules.autoencoder import Autoencoder
 from ttvis.run import TrainingRun
 from ttvis.subject import try_load_subject_head
@@ -376,8 +376,7 @@ def export_dir(run: TrainingRun, vis_name: str) -> Path:
 
 def exported_epochs(run: TrainingRun, vis_name: str) -> list[int]:
     """Epochs of ``run`` that have ``projection/{epoch}.npy`` under the export folder."""
-    proj_dir = export_dir(run, vis_name) / "projection"
-    return [e for e in run.epochs if (proj_dir / f"{e}.npy").is_file()]
+    return epochs_with_projection(export_dir(run, vis_name), run.epochs)
 
 
 def require_exports(run: TrainingRun, vis_name: str) -> list[int]:

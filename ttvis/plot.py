@@ -33,7 +33,13 @@ from typing import Any
 
 import numpy as np
 
-from ttvis.export import atomic_path, atomic_save_png, atomic_write_bytes, class_palette
+from ttvis.export import (
+    atomic_path,
+    atomic_save_png,
+    atomic_write_bytes,
+    class_palette,
+    epochs_with_projection,
+)
 from ttvis.run import TrainingRun
 
 log = logging.getLogger("ttvis.plot")  # also when run as python -m ttvis.plot
@@ -542,12 +548,6 @@ def load_view(out_dir: str | Path, epoch: int, run: TrainingRun) -> EpochView:
     return EpochView(epoch, projection.astype(np.float32), scale, background, predicted)
 
 
-def plotted_epochs(out_dir: str | Path, epochs: Iterable[int]) -> list[int]:
-    """The ``epochs`` that have ``projection/{epoch}.npy`` under ``out_dir``, ascending."""
-    proj = Path(out_dir) / "projection"
-    return sorted(e for e in epochs if (proj / f"{e}.npy").is_file())
-
-
 # ------------------------------------------------------------------ writing
 
 
@@ -750,7 +750,7 @@ def draw_run(
     Raises:
         PlotError: no exported epoch, or a broken export file.
     """
-    epochs = plotted_epochs(out_dir, run.epochs if epochs is None else epochs)
+    epochs = epochs_with_projection(out_dir, run.epochs if epochs is None else epochs)
     if not epochs:
         raise PlotError(
             f"no exports under {Path(out_dir) / 'projection'} for the run's epochs; "

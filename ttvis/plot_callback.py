@@ -11,12 +11,12 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from ttvis.export import epochs_with_projection
 from ttvis.plot import (
     PlotError,
     PlotSettings,
     PlotSubject,
     draw_epochs,
-    plotted_epochs,
     write_animation,
 )
 
@@ -76,7 +76,7 @@ class PlotCallback(L.Callback):
 
     def _draw(self, trainer: L.Trainer, run, epochs: list[int]) -> None:
         """Plots of ``epochs``, their TensorBoard images and, after the last epoch, the GIF."""
-        ready = plotted_epochs(self.out_dir, epochs)
+        ready = epochs_with_projection(self.out_dir, epochs)
         if len(ready) < len(epochs):
             log.warning(
                 "plots: no projection under %s for epoch(s) %s; not drawn",
@@ -92,5 +92,5 @@ class PlotCallback(L.Callback):
                 )
             tb.experiment.flush()
         if max(epochs) >= max(run.epochs):  # the run's last epoch is exported: animate
-            every = plotted_epochs(self.out_dir, run.epochs)
+            every = epochs_with_projection(self.out_dir, run.epochs)
             write_animation(run, self.out_dir, every, self.settings, self.vis_name, subject)
