@@ -44,6 +44,10 @@ def main(cfg: DictConfig) -> None:
                 device=cfg.device,
                 batch_size=cfg.batch_size,
                 max_linear_residual=cfg.max_linear_residual,
+                boundary_fraction=cfg.boundary.fraction,
+                boundary_delta=cfg.boundary.delta,
+                boundary_steps=cfg.boundary.steps,
+                seed=cfg.seed,
             )
             every.append(results)
             if len(names) == 1:

@@ -290,3 +290,37 @@ def test_interpolate_edges_noise_has_the_stated_spread():
     z = (offset / per_dim_sd).flatten().numpy()
     assert abs(z.mean()) < 0.01 and abs(z.std() - 1) < 0.01
     assert stats.kstest(z[:5000], "norm").pvalue > 1e-3
+
+
+def test_pred_weight_leaves_vertices_out_of_the_prediction_loss():
+    from functools import partial
+
+    from ttvis.modules import VisualizerModule
+    from ttvis.subject import LinearHead
+
+    gen = torch.Generator().manual_seed(0)
+    head = LinearHead(torch.randn(6, 3, generator=gen), torch.zeros(3), 0.0)
+    batch = {
+        "x": torch.randn(8, 6, generator=gen),
+        "head_pos": torch.tensor([0, 1, 2, 3]),
+        "tail_pos": torch.tensor([4, 5, 6, 7]),
+        "counts": torch.ones(8, dtype=torch.long),
+    }
+
+    def total(lambda_pred: float, pred_weight: torch.Tensor | None) -> float:
+        torch.manual_seed(0)  # same weights and negatives every time
+        module = VisualizerModule(
+            [6, 8, 2],
+            [2, 8, 6],
+            partial(torch.optim.Adam),
+            lambda_pred=lambda_pred,
+            subject_head=head,
+        )
+        torch.manual_seed(1)
+        extra = {} if pred_weight is None else {"pred_weight": pred_weight}
+        return float(module.training_step({**batch, **extra}, 0))
+
+    plain = total(0.0, None)
+    assert total(1.0, torch.zeros(8)) == pytest.approx(plain)  # every vertex left out
+    assert total(1.0, torch.ones(8)) == pytest.approx(total(1.0, None))
+    assert total(1.0, torch.ones(8)) > plain

@@ -18,11 +18,14 @@ import pytest
 import torch
 from conftest import REPO_ROOT, copy_run, train_env
 
+from ttvis.boundary import boundary_points
+from ttvis.complex import KNNGraph
 from ttvis.export import atomic_save_npy, atomic_torch_save
 from ttvis.metrics import (
     PER_EPOCH_KEYS,
     EvaluationError,
     _drop_self,
+    boundary_preserving,
     evaluate_visualization,
     format_table,
     inverse_confidence_drop,
@@ -140,6 +143,28 @@ def test_neighbour_preserving_subset_searches_among_all_points(rng, exact_below)
     assert got.tolist() == brute_preserving(high, low, rows, K)
     got = neighbour_preserving_test(high[:30], low[:30], high[30:], low[30:], K, exact_below)
     assert got.tolist() == brute_preserving(high, low, rows, K)
+
+
+def test_boundary_preserving_matches_brute_force(rng):
+    high, low = rng.normal(size=(30, 6)), rng.normal(size=(30, 2))
+    b_high = rng.normal(size=(20, 6))
+    b_low = b_high[:, :2] + 0.3 * rng.normal(size=(20, 2))
+    k = 5
+
+    def nearest(points, boundary):
+        d = ((points[:, None, :] - boundary[None, :, :]) ** 2).sum(-1)
+        return [set(np.argsort(row, kind="stable")[:k].tolist()) for row in d]
+
+    expected = [
+        len(a & b) for a, b in zip(nearest(high, b_high), nearest(low[:, :2], b_low), strict=True)
+    ]
+    got = boundary_preserving(high, low, b_high, b_low, k)
+    assert got.tolist() == expected
+    same = boundary_preserving(high, high[:, :2], b_high, b_high[:, :2], k)
+    assert same.tolist() == [
+        len(a & b)
+        for a, b in zip(nearest(high, b_high), nearest(high[:, :2], b_high[:, :2]), strict=True)
+    ]
 
 
 # ------------------------------------------------------------------ prediction metrics
@@ -277,7 +302,7 @@ def check_ranges(results: dict, epochs: list[str], with_test: bool, with_head: b
             )
             if not applies:
                 assert value is None, key
-            elif key.startswith("nn_"):
+            elif key.startswith(("nn_", "bp_")):
                 assert 0 <= value <= k, key
             else:
                 assert 0 <= value <= 1, key
@@ -316,6 +341,15 @@ def test_evaluate_visualization_dvi_matches_direct_computation(run_copy):
     np.testing.assert_allclose(logits_x, run.predictions(epoch)[test], atol=1e-4)
     assert row["ppr_test"] == pytest.approx(prediction_preserving(logits_x, logits_recon))
     assert row["icd_test"] == pytest.approx(inverse_confidence_drop(logits_x, logits_recon))
+
+    # Boundary preserving: the same boundary points, projected by the same encoder.
+    knn = KNNGraph(knn_indices(reps[train], K), np.zeros((train.size, K), np.float32))
+    boundary = boundary_points(reps[train], knn, head, round(0.1 * train.size), seed=0)
+    with torch.no_grad():
+        boundary_low = model.encoder(torch.from_numpy(boundary)).numpy()
+    for part, rows in (("train", train), ("test", test)):
+        expected = boundary_preserving(reps[rows], proj[rows], boundary, boundary_low, K)
+        assert row[f"bp_{part}"] == pytest.approx(expected.mean(), abs=1e-6)
 
     table = format_table(results)
     assert "nn_train" in table and "mean" in table and "temporal" in table

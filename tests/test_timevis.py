@@ -15,6 +15,8 @@ from ttvis.modules import Autoencoder, EpochHeads
 from ttvis.run import TrainingRun
 from ttvis.temporal import (
     VertexLayout,
+    data_scale,
+    epoch_balance_factors,
     fuzzy_union,
     kcenter_greedy,
     kcenter_select_epochs,
@@ -97,6 +99,32 @@ def test_combined_draws_follow_s_and_t_n_epochs(tiny_run):
     n_s = len(dm.spatial)
     share = dm.edges.weight[:n_s].sum(dtype=np.float64) / dm.edges.weight.sum(dtype=np.float64)
     assert share == pytest.approx(3 * dm.spatial.weight.sum() / expected, rel=1e-5)
+
+
+def test_epoch_balance_factors_keep_the_total():
+    scales, weights = np.array([0.5, 1.0, 2.0]), np.array([10.0, 30.0, 20.0])
+    f = epoch_balance_factors(scales, weights, 1.0)
+    # f_t proportional to 1 / scale_t, and sum_t f_t w_t == sum_t w_t.
+    np.testing.assert_allclose(f * scales, np.full(3, f[0] * scales[0]))
+    assert (f * weights).sum() == pytest.approx(weights.sum())
+    np.testing.assert_allclose(epoch_balance_factors(scales, weights, 0.0), np.ones(3))
+
+
+def test_epoch_balance_draws_compact_epochs_more(tiny_run):
+    plain = TimeVisDataModule(tiny_run, n_neighbors=5)
+    balanced = TimeVisDataModule(tiny_run, n_neighbors=5, epoch_balance=2.0)
+    plain.build()
+    balanced.build()
+    pos = plain.layout.epoch_pos[plain.spatial.head]
+    sums = [
+        np.bincount(pos, weights=dm.spatial.weight.astype(np.float64), minlength=3)
+        for dm in (plain, balanced)
+    ]
+    scales = np.array([data_scale(tiny_run.train_representations(e)) for e in tiny_run.epochs])
+    ratio = sums[1] / sums[0]
+    np.testing.assert_allclose(ratio * scales**2, np.full(3, ratio[0] * scales[0] ** 2), rtol=1e-5)
+    assert sums[1].sum() == pytest.approx(sums[0].sum(), rel=1e-5)
+    assert abs(balanced.n_edges - plain.n_edges) <= 1
 
 
 def test_temporal_knn_with_missing_copies():

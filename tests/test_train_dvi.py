@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +142,16 @@ def test_ddp_spawn_two_processes(demo_run, tmp_path):
     )
     assert "GLOBAL_RANK: 1" in proc.stdout + proc.stderr
     check_export(content, [2, 3])
+
+
+def test_boundary_complex_run(demo_run, tmp_path):
+    content = copy_run(demo_run, tmp_path / "run")
+    proc = run_train(
+        [f"content_path={content}", "epochs=[2,3]", "method.b_n_epochs=1"],
+        tmp_path,
+    )
+    check_export(content, [2, 3])
+    output = proc.stdout + proc.stderr
+    found = re.findall(r"epoch (\d): complex of \d+ points and (\d+) boundary points", output)
+    assert [e for e, _ in found] == ["2", "3"], output[-2000:]
+    assert all(int(m) > 5 for _, m in found), found

@@ -73,27 +73,93 @@ def exact_knn(x: np.ndarray, n_neighbors: int, chunk_rows: int = 2048) -> KNNGra
 
     Args:
         x: ``[N, D]`` points.
-        n_neighbors: k, counting the point itself.
+        n_neighbors: k, counting the point itself (always first, even among duplicates).
         chunk_rows: rows per distance block (memory ``chunk_rows * N`` floats).
     """
-    x = np.asarray(x, dtype=np.float64)
-    sq = (x * x).sum(1)
-    indices = np.empty((x.shape[0], n_neighbors), dtype=np.int64)
-    dists = np.empty((x.shape[0], n_neighbors), dtype=np.float32)
-    for start in range(0, x.shape[0], chunk_rows):
-        block = x[start : start + chunk_rows]
-        d2 = sq[start : start + chunk_rows, None] + sq[None, :] - 2.0 * block @ x.T
-        np.maximum(d2, 0.0, out=d2)
-        rows = np.arange(block.shape[0])
-        d2[rows, start + rows] = -1.0  # the point itself always comes first, even with duplicates
-        part = np.argpartition(d2, n_neighbors - 1, axis=1)[:, :n_neighbors]
-        part_d = np.take_along_axis(d2, part, 1)
-        order = np.argsort(part_d, axis=1, kind="stable")
-        indices[start : start + chunk_rows] = np.take_along_axis(part, order, 1)
-        dists[start : start + chunk_rows] = np.sqrt(
-            np.maximum(np.take_along_axis(part_d, order, 1), 0.0)
-        )
+    return _brute_force_knn(x, x, n_neighbors, chunk_rows, self_first=True)
+
+
+def _brute_force_knn(
+    data: np.ndarray, queries: np.ndarray, k: int, chunk_rows: int, self_first: bool = False
+) -> KNNGraph:
+    """The ``k`` nearest rows of ``data [M, D]`` to each row of ``queries [Q, D]``, exactly,
+    ``chunk_rows`` queries at a time; ``self_first``: ``queries`` is ``data`` and each row is
+    put first in its own list."""
+    data = np.asarray(data, dtype=np.float64)
+    sq_data = (data * data).sum(1)
+    indices = np.empty((queries.shape[0], k), dtype=np.int64)
+    dists = np.empty((queries.shape[0], k), dtype=np.float32)
+    for start in range(0, queries.shape[0], chunk_rows):
+        block = np.asarray(queries[start : start + chunk_rows], dtype=np.float64)
+        d2 = (block * block).sum(1)[:, None] + sq_data[None, :] - 2.0 * block @ data.T
+        if self_first:
+            rows = np.arange(block.shape[0])
+            d2[rows, start + rows] = -1.0
+        stop = start + block.shape[0]
+        indices[start:stop], dists[start:stop] = _smallest(d2, k)
     return KNNGraph(indices, dists)
+
+
+def _nndescent(data: np.ndarray, n_neighbors: int, metric: str, seed: int, **kwargs):
+    """A pynndescent index over ``data [M, D]`` with the original tool's tree and iteration
+    counts (:func:`nndescent_params`); ``kwargs`` go to ``NNDescent``."""
+    from pynndescent import NNDescent
+
+    n_trees, n_iters = nndescent_params(data.shape[0])
+    return NNDescent(
+        np.asarray(data, dtype=np.float32),
+        n_neighbors=n_neighbors,
+        metric=metric,
+        n_trees=n_trees,
+        n_iters=n_iters,
+        random_state=seed,
+        verbose=False,
+        **kwargs,
+    )
+
+
+def _smallest(d2: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column indices of the ``k`` smallest squared distances per row of ``d2 [R, M]``,
+    ascending, and their distances (negative entries count as 0)."""
+    part = np.argpartition(d2, k - 1, axis=1)[:, :k]
+    part_d = np.take_along_axis(d2, part, 1)
+    order = np.argsort(part_d, axis=1, kind="stable")
+    dist = np.sqrt(np.maximum(np.take_along_axis(part_d, order, 1), 0.0))
+    return np.take_along_axis(part, order, 1), dist
+
+
+def query_knn(
+    data: np.ndarray,
+    queries: np.ndarray,
+    n_neighbors: int,
+    seed: int = 0,
+    exact_below: int = 4096,
+    chunk_rows: int = 2048,
+) -> KNNGraph:
+    """The ``n_neighbors`` nearest rows of ``data`` to every row of ``queries`` (Euclidean).
+
+    Brute force in row chunks when ``data`` has fewer than ``exact_below`` rows, otherwise a
+    pynndescent index over ``data`` queried with ``queries``.
+
+    Args:
+        data: ``[M, D]`` points to search, ``M >= n_neighbors``.
+        queries: ``[Q, D]`` points to find neighbours for.
+        n_neighbors: k.
+        seed: random state of the index.
+        exact_below: see above.
+        chunk_rows: query rows per distance block (memory ``chunk_rows * M`` floats).
+
+    Returns:
+        :class:`KNNGraph` with ``[Q, k]`` indices into ``data`` and their distances.
+    """
+    m = data.shape[0]
+    if n_neighbors > m:
+        raise ValueError(f"n_neighbors={n_neighbors} needs at least {n_neighbors} points, got {m}")
+    if m >= exact_below:
+        index = _nndescent(data, n_neighbors, "euclidean", seed)
+        indices, dists = index.query(np.asarray(queries, dtype=np.float32), k=n_neighbors)
+        return KNNGraph(indices.astype(np.int64), dists.astype(np.float32))
+    return _brute_force_knn(data, queries, n_neighbors, chunk_rows)
 
 
 def nearest_neighbors(
@@ -122,19 +188,7 @@ def nearest_neighbors(
         )
     if metric == "euclidean" and n < exact_below:
         return exact_knn(x, n_neighbors)
-    from pynndescent import NNDescent
-
-    n_trees, n_iters = nndescent_params(n)
-    index = NNDescent(
-        np.asarray(x, dtype=np.float32),
-        n_neighbors=n_neighbors,
-        metric=metric,
-        n_trees=n_trees,
-        n_iters=n_iters,
-        max_candidates=60,
-        random_state=seed,
-        verbose=False,
-    )
+    index = _nndescent(x, n_neighbors, metric, seed, max_candidates=60)
     indices, dists = index.neighbor_graph
     return KNNGraph(indices.astype(np.int64), dists.astype(np.float32))
 
@@ -242,3 +296,33 @@ def neighbour_overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     pos = np.minimum(pos, flat_b.size - 1)
     hit = (flat_b[pos] == flat_a).reshape(a.shape)
     return hit.sum(1).astype(np.int64)
+
+
+def combine_edges(
+    spatial: EdgeSet, temporal: EdgeSet, s_n_epochs: float, t_n_epochs: float
+) -> tuple[EdgeSet, int]:
+    """One edge set drawing spatial edges ``s_n_epochs * sum(p_s)`` and the other set's
+    edges (temporal §5, boundary §4.2) ``t_n_epochs * sum(p_t)`` times per visualizer epoch
+    (in expectation).
+
+    Returns:
+        ``(edges, n_edges)``: weights ``s_n * p_s`` and ``t_n * p_t`` rescaled to a maximum of
+        1, and the number of draws per visualizer epoch ``floor(s_n sum(p_s) + t_n sum(p_t))``.
+        The spatial set's ``sigmas`` and ``rhos`` are kept.
+    """
+    ws = spatial.weight.astype(np.float64) * float(s_n_epochs)
+    wt = temporal.weight.astype(np.float64) * float(t_n_epochs)
+    weight = np.concatenate([ws, wt])
+    n_edges = int(math.floor(weight.sum()))
+    top = weight.max(initial=0.0)
+    if top > 0:
+        weight = weight / top
+    keep = weight > 0
+    edges = EdgeSet(
+        head=np.concatenate([spatial.head, temporal.head])[keep],
+        tail=np.concatenate([spatial.tail, temporal.tail])[keep],
+        weight=weight[keep].astype(np.float32),
+        sigmas=spatial.sigmas,
+        rhos=spatial.rhos,
+    )
+    return edges, n_edges

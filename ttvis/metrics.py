@@ -7,6 +7,8 @@ exported epoch of a run folder:
 metric                     definition                                          ideal
 =========================  ==================================================  =====
 neighbour preserving       mean ``|kNN_high(i) ∩ kNN_low(i)|`` (0..k)           k
+boundary preserving        the same, neighbours taken among boundary points     k
+                           (:mod:`ttvis.boundary`) projected by the encoder
 prediction preserving      share of samples with ``argmax h(g(f(x))) ==          1
                            argmax h(x)`` (h the subject head)
 inverse confidence drop    mean ``|softmax(h(x))[c] - softmax(h(g(f(x))))[c]|``  0
@@ -34,7 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ttvis.complex import exact_knn, neighbour_overlap
+from ttvis.boundary import boundary_points
+from ttvis.complex import KNNGraph, exact_knn, neighbour_overlap, query_knn
 from ttvis.export import atomic_write_text, epochs_with_projection
 from ttvis.modules.autoencoder import Autoencoder
 from ttvis.run import TrainingRun
@@ -45,7 +48,16 @@ log = logging.getLogger(__name__)
 EXPORT_ROOT = Path("visualize")
 METRICS_FILE = "metrics.json"
 EXACT_BELOW = 20000  # up to this many points, brute-force k-NN (complex.exact_knn)
-PER_EPOCH_KEYS = ("nn_train", "nn_test", "ppr_train", "ppr_test", "icd_train", "icd_test")
+PER_EPOCH_KEYS = (
+    "nn_train",
+    "nn_test",
+    "bp_train",
+    "bp_test",
+    "ppr_train",
+    "ppr_test",
+    "icd_train",
+    "icd_test",
+)
 
 
 class EvaluationError(RuntimeError):
@@ -146,6 +158,36 @@ def neighbour_preserving_subset(
     _check_pair(high, low)
     return neighbour_overlap(
         knn_indices(high, k, rows, exact_below), knn_indices(low, k, rows, exact_below)
+    )
+
+
+def boundary_preserving(
+    high: np.ndarray,
+    low: np.ndarray,
+    boundary_high: np.ndarray,
+    boundary_low: np.ndarray,
+    k: int = 15,
+    exact_below: int = EXACT_BELOW,
+) -> np.ndarray:
+    """Boundary preserving (DESIGN.md §7): per sample, how many of its ``k`` nearest boundary
+    points in high dimension are also among its ``k`` nearest boundary points in 2-D.
+
+    Args:
+        high: ``[M, D]`` sample representations.
+        low: ``[M, 2]`` their projections.
+        boundary_high: ``[B, D]`` boundary points, ``B >= k``.
+        boundary_low: ``[B, 2]`` their projections.
+        k: boundary neighbours per sample.
+        exact_below: see :func:`ttvis.complex.query_knn`.
+
+    Returns:
+        ``[M]`` int64 intersection sizes, 0..k.
+    """
+    _check_pair(high, low)
+    _check_pair(boundary_high, boundary_low)
+    return neighbour_overlap(
+        query_knn(boundary_high, high, k, exact_below=exact_below).indices,
+        query_knn(boundary_low, low, k, exact_below=exact_below).indices,
     )
 
 
@@ -443,16 +485,31 @@ def load_projection(run: TrainingRun, vis_name: str, epoch: int) -> np.ndarray:
     return proj.astype(np.float64)
 
 
-def reconstruct(
-    model: Autoencoder, x: np.ndarray, batch_size: int, device: torch.device | str
-) -> torch.Tensor:
-    """``g(f(x))`` for ``x [M, D]`` in batches -> ``[M, D]`` float32 tensor on ``device``."""
+def _in_batches(fn, x: np.ndarray, batch_size: int, device: torch.device | str) -> torch.Tensor:
+    """``fn`` applied to ``x [M, D]`` (possibly memory-mapped) in float32 batches on
+    ``device``, without gradients -> the concatenated ``[M, ...]`` output on ``device``."""
     out = []
     with torch.no_grad():
         for start in range(0, x.shape[0], batch_size):
             chunk = torch.from_numpy(np.array(x[start : start + batch_size], dtype=np.float32))
-            out.append(model(chunk.to(device))[1])
-    return torch.cat(out) if out else torch.zeros(0, x.shape[1], device=device)
+            out.append(fn(chunk.to(device)))
+    return torch.cat(out)
+
+
+def encode(
+    model: Autoencoder, x: np.ndarray, batch_size: int, device: torch.device | str
+) -> np.ndarray:
+    """``f(x)`` for ``x [M, D]``, ``M >= 1``, in batches -> ``[M, 2]`` float64 array."""
+    return _in_batches(model.encoder, x, batch_size, device).cpu().numpy().astype(np.float64)
+
+
+def reconstruct(
+    model: Autoencoder, x: np.ndarray, batch_size: int, device: torch.device | str
+) -> torch.Tensor:
+    """``g(f(x))`` for ``x [M, D]`` in batches -> ``[M, D]`` float32 tensor on ``device``."""
+    if x.shape[0] == 0:
+        return torch.zeros(0, x.shape[1], device=device)
+    return _in_batches(lambda c: model(c)[1], x, batch_size, device)
 
 
 # ------------------------------------------------------------------ evaluation
@@ -466,8 +523,12 @@ def evaluate_visualization(
     batch_size: int = 65536,
     max_linear_residual: float = 1e-3,
     exact_below: int = EXACT_BELOW,
+    boundary_fraction: float = 0.1,
+    boundary_delta: float = 0.1,
+    boundary_steps: int = 12,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Every §7 metric (boundary preserving aside) for the exported epochs of one visualizer.
+    """Every §7 metric for the exported epochs of one visualizer.
 
     Per epoch only that epoch's representations are read (memory-mapped, one epoch at a
     time); across epochs only k-NN lists, positions and per-pair rates are kept.
@@ -480,18 +541,24 @@ def evaluate_visualization(
         batch_size: points per visualizer/head call.
         max_linear_residual: accepted residual of a least-squares linear subject head.
         exact_below: see :func:`knn_indices`.
+        boundary_fraction, boundary_delta, boundary_steps: the boundary points of boundary
+            preserving: this share of the training points' differently-predicted neighbour
+            pairs, bisected ``boundary_steps`` times, gap below ``boundary_delta``
+            (:func:`ttvis.boundary.boundary_points`).
+        seed: chooses the pairs, so repeated evaluations agree.
 
     Returns:
         A JSON-serialisable dict::
 
             {"vis", "k", "content_path", "n_train", "n_test",
-             "epochs": {"1": {"nn_train", "nn_test", "ppr_train", "ppr_test",
-                              "icd_train", "icd_test"}, ...},
+             "epochs": {"1": {"nn_train", "nn_test", "bp_train", "bp_test", "ppr_train",
+                              "ppr_test", "icd_train", "icd_test"}, ...},
              "temporal_train", "temporal_test"}
 
-        ``nn_*`` are mean intersection sizes (0..k), ``ppr_*`` fractions, ``icd_*``
-        probability differences. Values that do not apply (no test samples, no subject head,
-        fewer than 3 epochs for temporal preserving) are None.
+        ``nn_*`` and ``bp_*`` are mean intersection sizes (0..k), ``ppr_*`` fractions,
+        ``icd_*`` probability differences. Values that do not apply (no test samples, no
+        subject head, fewer than k boundary points, fewer than 3 epochs for temporal
+        preserving) are None.
 
     Raises:
         EvaluationError: no exported epoch, or a broken/missing export file.
@@ -511,7 +578,7 @@ def evaluate_visualization(
         low = load_projection(run, vis_name, epoch)[union]
         row: dict[str, float | None] = dict.fromkeys(PER_EPOCH_KEYS)
 
-        knn_high = knn_indices(high[:n_train], k, exact_below=exact_below)
+        knn_high = knn_high_train = knn_indices(high[:n_train], k, exact_below=exact_below)
         knn_low = knn_indices(low[:n_train], k, exact_below=exact_below)
         row["nn_train"] = float(neighbour_overlap(knn_high, knn_low).mean())
         temporal_train.add(knn_high, low[:n_train])
@@ -523,6 +590,24 @@ def evaluate_visualization(
 
         head = try_load_subject_head(run, epoch, device, max_linear_residual=max_linear_residual)
         if head is not None:
+            boundary = boundary_points(
+                high[:n_train],
+                KNNGraph(knn_high_train, np.zeros(knn_high_train.shape, np.float32)),
+                head,
+                max(1, int(round(boundary_fraction * n_train))),
+                delta=boundary_delta,
+                n_steps=boundary_steps,
+                seed=seed,
+            )
+            if boundary.shape[0] >= k:
+                boundary_low = encode(model, boundary, batch_size, device)
+                for part, rows in (("train", slice(0, n_train)), ("test", slice(n_train, None))):
+                    if high[rows].shape[0]:
+                        row[f"bp_{part}"] = float(
+                            boundary_preserving(
+                                high[rows], low[rows], boundary, boundary_low, k, exact_below
+                            ).mean()
+                        )
             for part, x in (("train", high[:n_train]), ("test", high[n_train:])):
                 if x.shape[0] == 0:
                     continue

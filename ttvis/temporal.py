@@ -26,8 +26,6 @@ import numpy as np
 import scipy.sparse
 import torch
 
-from ttvis.complex import EdgeSet
-
 log = logging.getLogger(__name__)
 
 
@@ -189,34 +187,6 @@ def temporal_complex(
     return graph, knn_idx, knn_dist
 
 
-def combine_edges(
-    spatial: EdgeSet, temporal: EdgeSet, s_n_epochs: float, t_n_epochs: float
-) -> tuple[EdgeSet, int]:
-    """One edge set drawing spatial edges ``s_n_epochs * sum(p_s)`` and temporal edges
-    ``t_n_epochs * sum(p_t)`` times per visualizer epoch (in expectation).
-
-    Returns:
-        ``(edges, n_edges)``: weights ``s_n * p_s`` and ``t_n * p_t`` rescaled to a maximum of
-        1, and the number of draws per visualizer epoch ``floor(s_n sum(p_s) + t_n sum(p_t))``.
-    """
-    ws = spatial.weight.astype(np.float64) * float(s_n_epochs)
-    wt = temporal.weight.astype(np.float64) * float(t_n_epochs)
-    weight = np.concatenate([ws, wt])
-    n_edges = int(math.floor(weight.sum()))
-    top = weight.max(initial=0.0)
-    if top > 0:
-        weight = weight / top
-    keep = weight > 0
-    edges = EdgeSet(
-        head=np.concatenate([spatial.head, temporal.head])[keep],
-        tail=np.concatenate([spatial.tail, temporal.tail])[keep],
-        weight=weight[keep].astype(np.float32),
-        sigmas=spatial.sigmas,
-        rhos=spatial.rhos,
-    )
-    return edges, n_edges
-
-
 # ------------------------------------------------------------------ k-center greedy
 
 
@@ -280,6 +250,28 @@ class KCenterResult:
     @property
     def relative_radius(self) -> float:
         return self.radius / self.scale if self.scale > 0 else 0.0
+
+
+def epoch_balance_factors(scales: np.ndarray, weights: np.ndarray, power: float) -> np.ndarray:
+    """Per-epoch multipliers of the spatial edge weights: ``scale_t^-power``, normalised so the
+    total spatial weight (and so the number of draws per visualizer epoch) is unchanged.
+
+    One visualizer with one input normalisation serves every epoch, so an epoch whose
+    features are small (early in training) fills a small part of its input space; drawing its
+    edges more often gives its neighbourhoods as much say in training as the others'.
+
+    Args:
+        scales: ``[E]`` each epoch's :func:`data_scale` (> 0).
+        weights: ``[E]`` each epoch's summed spatial edge weight.
+        power: the exponent; 0 gives all ones.
+
+    Returns:
+        ``[E]`` float64 factors ``f_t`` with ``sum_t f_t weights_t == sum_t weights_t``.
+    """
+    scales = np.asarray(scales, dtype=np.float64)
+    weights = np.asarray(weights, dtype=np.float64)
+    raw = np.maximum(scales, np.finfo(np.float64).tiny) ** -float(power)
+    return raw * weights.sum() / (raw * weights).sum()
 
 
 def kcenter_select_epochs(

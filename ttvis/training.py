@@ -82,8 +82,9 @@ def open_run(cfg: DictConfig) -> TrainingRun:
 
 
 def training_head(cfg: DictConfig, run: TrainingRun, epoch: int):
-    """The subject head for the prediction-preserving loss, or None when it is off or absent."""
-    if cfg.method.get("lambda_pred", 0) <= 0:
+    """The subject head for the prediction-preserving loss and the boundary points, or None
+    when neither is on or the run has no head."""
+    if cfg.method.get("lambda_pred", 0) <= 0 and cfg.method.get("b_n_epochs", 0) <= 0:
         return None
     return try_load_subject_head(run, epoch, max_linear_residual=cfg.export.max_linear_residual)
 
@@ -118,8 +119,13 @@ def fit_dvi(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dict[st
         if epoch in done:
             continue
         t0 = time.perf_counter()
+        head = training_head(cfg, run, epoch)
         datamodule = instantiate(cfg.method.datamodule)(
-            run=run, epoch=epoch, prev_knn=prev_knn, prev_positions=prev_positions
+            run=run,
+            epoch=epoch,
+            prev_knn=prev_knn,
+            prev_positions=prev_positions,
+            subject_head=head,
         )
         datamodule.build()
         t1 = time.perf_counter()
@@ -129,7 +135,7 @@ def fit_dvi(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dict[st
             log_prefix=f"{cfg.vis_name}/epoch_{epoch}",
             input_shift=shift,
             input_scale=scale,
-            subject_head=training_head(cfg, run, epoch),
+            subject_head=head,
         )
         if prev_state is not None:
             weight = cfg.method.lambda2 * datamodule.mean_persistence

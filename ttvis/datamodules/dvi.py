@@ -9,9 +9,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ttvis.complex import EdgeSet, KNNGraph, neighbour_overlap, spatial_complex
+from ttvis.boundary import boundary_complex, boundary_points
+from ttvis.complex import EdgeSet, KNNGraph, combine_edges, neighbour_overlap, spatial_complex
 from ttvis.datamodules.edges import EdgeDataModule
 from ttvis.run import TrainingRun
+from ttvis.subject import SubjectHead
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +26,12 @@ class DVIDataModule(EdgeDataModule):
         epoch: the subject epoch.
         n_neighbors: k of the k-NN graph.
         s_n_epochs: spatial edge draws per visualizer epoch, relative to ``sum(p)``.
-        b_n_epochs: boundary edge draws per visualizer epoch (0 disables boundary samples).
+        b_n_epochs: boundary edge draws per visualizer epoch, relative to ``sum(p_b)``
+            (0 disables boundary points).
+        boundary_fraction: differently-predicted sample pairs bisected into boundary points,
+            as a share of the training points (§4.2).
+        boundary_delta: largest normalised top-1/top-2 logit gap of a boundary point.
+        boundary_steps: bisection steps per pair.
         batch_size: edges per batch and process.
         metric: k-NN metric.
         exact_knn_below: training sets smaller than this use exact brute-force k-NN, larger ones
@@ -35,6 +42,8 @@ class DVIDataModule(EdgeDataModule):
         prev_positions: ``[N_train * F, 2]`` the training points' positions under the previous
             visualizer; with ``prev_knn`` they become per-vertex anchors (``anchor``,
             ``anchor_weight = npr``) in every batch.
+        subject_head: the epoch's classifier head; boundary points need it (without one they
+            are skipped with a warning).
     """
 
     def __init__(
@@ -44,28 +53,38 @@ class DVIDataModule(EdgeDataModule):
         n_neighbors: int = 15,
         s_n_epochs: float = 5,
         b_n_epochs: float = 0,
+        boundary_fraction: float = 0.1,
+        boundary_delta: float = 0.1,
+        boundary_steps: int = 12,
         batch_size: int = 1000,
         metric: str = "euclidean",
         exact_knn_below: int = 10000,
         seed: int = 0,
         prev_knn: KNNGraph | None = None,
         prev_positions: np.ndarray | None = None,
+        subject_head: SubjectHead | None = None,
     ) -> None:
-        if b_n_epochs:
-            raise NotImplementedError("boundary complexes (b_n_epochs > 0) are not available yet")
         super().__init__(run, n_neighbors, batch_size, seed)
         self.epoch = epoch
         self.s_n_epochs = s_n_epochs
+        self.b_n_epochs = b_n_epochs
+        self.boundary_fraction = boundary_fraction
+        self.boundary_delta = boundary_delta
+        self.boundary_steps = boundary_steps
+        self.subject_head = subject_head
         self.metric = metric
         self.exact_knn_below = exact_knn_below
         self.prev_knn = prev_knn
         self.prev_positions = prev_positions
         self.knn: KNNGraph | None = None
         self.edges: EdgeSet | None = None
+        self.n_edges = 0
+        self.boundary: np.ndarray | None = None  # [M, D] boundary points, vertices N..N+M-1
         self.persistence: np.ndarray | None = None
 
     def build(self) -> None:
-        """Build the complex on the CPU (idempotent); fills ``knn``, ``edges``, ``persistence``."""
+        """Build the complex on the CPU (idempotent); fills ``knn``, ``edges``, ``n_edges``,
+        ``boundary`` and ``persistence``."""
         if self.edges is not None:
             return
         start = time.perf_counter()
@@ -78,18 +97,76 @@ class DVIDataModule(EdgeDataModule):
             seed=self.seed,
             exact_below=self.exact_knn_below,
         )
+        self.n_edges = self.edges.edges_per_epoch(self.s_n_epochs)
+        n_boundary_edges = 0
+        if self.b_n_epochs > 0:
+            boundary = self._boundary_edges()
+            if boundary is not None:
+                n_boundary_edges = len(boundary)
+                self.edges, self.n_edges = combine_edges(
+                    self.edges, boundary, self.s_n_epochs, self.b_n_epochs
+                )
         if self.prev_knn is not None:
             self.persistence = neighbour_overlap(self.prev_knn.indices, self.knn.indices) / float(
                 self.n_neighbors
             )
         log.info(
-            "epoch %d: complex of %d points, %d edges, %d draws per visualizer epoch (%.1fs)",
+            "epoch %d: complex of %d points and %d boundary points, %d edges (%d to boundary "
+            "points), %d draws per visualizer epoch (%.1fs)",
             self.epoch,
             self._reps.shape[0],
+            0 if self.boundary is None else self.boundary.shape[0],
             len(self.edges),
-            self.edges.edges_per_epoch(self.s_n_epochs),
+            n_boundary_edges,
+            self.n_edges,
             time.perf_counter() - start,
         )
+
+    def _boundary_edges(self) -> EdgeSet | None:
+        """Generate this epoch's boundary points (``self.boundary``) and their complex, or
+        None, with a warning, when there is no subject head or too few points."""
+        if self.subject_head is None:
+            log.warning(
+                "epoch %d: b_n_epochs=%g but there is no subject head; no boundary points",
+                self.epoch,
+                self.b_n_epochs,
+            )
+            return None
+        n_pairs = max(1, int(round(self.boundary_fraction * self._reps.shape[0])))
+        points = boundary_points(
+            self._reps,
+            self.knn,
+            self.subject_head,
+            n_pairs,
+            delta=self.boundary_delta,
+            n_steps=self.boundary_steps,
+            seed=self.seed * 1_000_003 + self.epoch,
+        )
+        if points.shape[0] <= self.n_neighbors:
+            log.warning(
+                "epoch %d: only %d boundary points from %d pairs (need more than n_neighbors=%d); "
+                "training without them",
+                self.epoch,
+                points.shape[0],
+                n_pairs,
+                self.n_neighbors,
+            )
+            return None
+        self.boundary = points
+        return boundary_complex(
+            self._reps,
+            points,
+            self.n_neighbors,
+            self.b_n_epochs,
+            seed=self.seed,
+            exact_below=self.exact_knn_below,
+        )
+
+    def stream_vertices(self) -> np.ndarray:
+        """``[N + M, D]``: the training points, then the boundary points."""
+        if self.boundary is None:
+            return self.train_reps
+        return np.concatenate([self.train_reps, self.boundary])
 
     @property
     def export_epochs(self) -> list[int]:
@@ -113,10 +190,19 @@ class DVIDataModule(EdgeDataModule):
         return float(self.persistence.mean()) if self.persistence is not None else 0.0
 
     def stream_spec(self) -> tuple[EdgeSet, int, int, dict[str, Tensor]]:
-        """This epoch's edges, ``s_n_epochs * sum(p)`` draws, and the temporal anchors."""
+        """This epoch's edges, ``s_n_epochs * sum(p_s) (+ b_n_epochs * sum(p_b))`` draws, the
+        temporal anchors (boundary points have none: weight 0) and, with boundary points,
+        ``pred_weight`` (1 for training points, 0 for boundary points)."""
         vertex_data = {}
         if self.prev_positions is not None and self.persistence is not None:
-            vertex_data["anchor"] = torch.as_tensor(self.prev_positions, dtype=torch.float32)
-            vertex_data["anchor_weight"] = torch.as_tensor(self.persistence, dtype=torch.float32)
-        n_edges = self.edges.edges_per_epoch(self.s_n_epochs)
-        return self.edges, n_edges, self.seed * 1_000_003 + self.epoch, vertex_data
+            n_extra = 0 if self.boundary is None else self.boundary.shape[0]
+            anchor = np.concatenate([self.prev_positions, np.zeros((n_extra, 2), np.float32)])
+            weight = np.concatenate([self.persistence, np.zeros(n_extra)])
+            vertex_data["anchor"] = torch.as_tensor(anchor, dtype=torch.float32)
+            vertex_data["anchor_weight"] = torch.as_tensor(weight, dtype=torch.float32)
+        if self.boundary is not None:
+            # A boundary point's predicted class is a coin flip between two nearly tied ones:
+            # as a prediction-loss target it only adds noise (measured: PPR train 0.99 -> 0.96).
+            keep = np.r_[np.ones(self._reps.shape[0]), np.zeros(self.boundary.shape[0])]
+            vertex_data["pred_weight"] = torch.as_tensor(keep, dtype=torch.float32)
+        return self.edges, self.n_edges, self.seed * 1_000_003 + self.epoch, vertex_data

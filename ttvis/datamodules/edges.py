@@ -124,6 +124,11 @@ class EdgeDataModule(L.LightningDataModule):
         """``(edges, draws per visualizer epoch, seed, per-vertex data)`` for the stream."""
         raise NotImplementedError
 
+    def stream_vertices(self) -> np.ndarray:
+        """``[V', D]`` float32 features of every vertex the edges index: the training vertices
+        (:attr:`train_reps`), followed by any extra vertices a subclass adds."""
+        return self.train_reps
+
     @property
     def train_reps(self) -> np.ndarray:
         """``[V, D]`` float32 representations of the complex's vertices, in vertex order."""
@@ -146,7 +151,7 @@ class EdgeDataModule(L.LightningDataModule):
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         edges, n_edges, seed, vertex_data = self.stream_spec()
         self._stream = EdgeStream(
-            torch.as_tensor(self._reps, device=device),
+            torch.as_tensor(self.stream_vertices(), device=device),
             edges,
             n_edges=n_edges,
             batch_size=self.batch_size,

@@ -9,13 +9,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ttvis.complex import EdgeSet, edges_from_graph, spatial_complex
+from ttvis.complex import EdgeSet, combine_edges, edges_from_graph, spatial_complex
 from ttvis.datamodules.edges import EdgeDataModule
 from ttvis.run import RunError, TrainingRun
 from ttvis.temporal import (
     KCenterResult,
     VertexLayout,
-    combine_edges,
+    data_scale,
+    epoch_balance_factors,
     kcenter_select_epochs,
     temporal_complex,
 )
@@ -43,6 +44,8 @@ class TimeVisDataModule(EdgeDataModule):
             epochs keep as many as give the same covering radius relative to their data scale
             (:func:`ttvis.temporal.kcenter_select_epochs`).
         kcenter_max_fraction: cap on any epoch's share.
+        epoch_balance: exponent ``p``: epoch t's spatial edges are drawn ``(scale_t)^-p`` times
+            as often (:func:`ttvis.temporal.epoch_balance_factors`; 0: every epoch alike).
         batch_size: edges per batch and process.
         metric: spatial k-NN metric.
         exact_knn_below: epochs with fewer training points use exact k-NN, larger ones
@@ -60,6 +63,7 @@ class TimeVisDataModule(EdgeDataModule):
         sampling: str = "none",
         kcenter_fraction: float = 0.2,
         kcenter_max_fraction: float = 1.0,
+        epoch_balance: float = 0.0,
         batch_size: int = 1000,
         metric: str = "euclidean",
         exact_knn_below: int = 10000,
@@ -74,6 +78,7 @@ class TimeVisDataModule(EdgeDataModule):
         self.sampling = sampling
         self.kcenter_fraction = kcenter_fraction
         self.kcenter_max_fraction = kcenter_max_fraction
+        self.epoch_balance = epoch_balance
         self.metric = metric
         self.exact_knn_below = exact_knn_below
         self.layout: VertexLayout | None = None
@@ -114,7 +119,7 @@ class TimeVisDataModule(EdgeDataModule):
             self.layout = VertexLayout.full(n_epochs, n_points)
         layout = self.layout
         reps = np.empty((layout.n_vertices, run.shape.dim), dtype=np.float32)
-        heads, tails, weights, sigmas, rhos = [], [], [], [], []
+        heads, tails, weights, sigmas, rhos, scales = [], [], [], [], [], []
         for t, epoch in enumerate(run.epochs):
             rows = layout.epoch_slice(t)
             x = run.train_representations(epoch)[layout.point[rows]]
@@ -130,9 +135,22 @@ class TimeVisDataModule(EdgeDataModule):
             heads.append(edges.head + rows.start)
             tails.append(edges.tail + rows.start)
             weights.append(edges.weight)
+            scales.append(data_scale(x))
             sigmas.append(edges.sigmas)
             rhos.append(edges.rhos)
         self._reps = reps
+        if self.epoch_balance:
+            factors = epoch_balance_factors(
+                np.array(scales),
+                np.array([w.sum(dtype=np.float64) for w in weights]),
+                self.epoch_balance,
+            )
+            weights = [(w * f).astype(np.float32) for w, f in zip(weights, factors, strict=True)]
+            log.info(
+                "spatial draws per epoch scaled by %s (epoch_balance=%g)",
+                ", ".join(f"{f:.2f}" for f in factors),
+                self.epoch_balance,
+            )
         self.spatial = EdgeSet(
             head=np.concatenate(heads),
             tail=np.concatenate(tails),

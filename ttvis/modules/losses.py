@@ -7,11 +7,12 @@ from torch import Tensor
 
 
 def weighted_mean(per_row: Tensor, counts: Tensor | None = None) -> Tensor:
-    """Mean of ``per_row [U]``, row u counted ``counts[u]`` times (plain mean if None)."""
+    """Mean of ``per_row [U]``, row u counted ``counts[u]`` times (plain mean if None; 0 when
+    every count is 0)."""
     if counts is None:
         return per_row.mean()
     counts = counts.to(per_row.dtype)
-    return (per_row * counts).sum() / counts.sum()
+    return (per_row * counts).sum() / counts.sum().clamp_min(torch.finfo(per_row.dtype).tiny)
 
 
 def umap_ab(spread: float = 1.0, min_dist: float = 0.1) -> tuple[float, float]:

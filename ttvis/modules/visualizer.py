@@ -56,7 +56,9 @@ class VisualizerModule(L.LightningModule):
     """Parametric UMAP + reconstruction (+ temporal anchor) for one visualizer.
 
     A batch, as the edge streams yield it, holds the distinct vertices of ``B`` edges once:
-    ``x [U, D]``, ``head_pos [B]`` and ``tail_pos [B]`` (rows of ``x``), and ``counts [U]``.
+    ``x [U, D]``, ``head_pos [B]`` and ``tail_pos [B]`` (rows of ``x``), and ``counts [U]``;
+    optionally per-vertex ``anchor [U, 2]`` and ``anchor_weight [U]`` (temporal anchors) and
+    ``pred_weight [U]`` (0 leaves a vertex, e.g. a boundary point, out of the prediction loss).
 
     Args:
         encoder_dims: ``[D, ..., 2]``.
@@ -215,7 +217,11 @@ class VisualizerModule(L.LightningModule):
             with torch.no_grad():
                 target = self.subject_head(self.denormalise(x_all))
             logits_recon = self.subject_head(self.denormalise(x_hat))
-            loss_pred = prediction_loss(target, logits_recon, counts)
+            pred_counts = counts
+            if "pred_weight" in batch:  # vertices left out of the prediction loss weigh 0
+                pred_counts = counts.to(x.dtype).clone()
+                pred_counts[: x.shape[0]] *= batch["pred_weight"]
+            loss_pred = prediction_loss(target, logits_recon, pred_counts)
             total = total + self.lambda_pred * loss_pred
             losses["pred"] = loss_pred
         if self.temporal_weight > 0 and self._anchors:

@@ -1,0 +1,137 @@
+"""Boundary points and the boundary complex (DESIGN.md §4.2) against brute-force references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ttvis.boundary import (
+    bisect_boundary,
+    boundary_complex,
+    boundary_gap,
+    boundary_points,
+    crossing_pairs,
+)
+from ttvis.complex import exact_knn, neighbour_overlap, query_knn
+from ttvis.run import TrainingRun
+from ttvis.subject import LinearHead, load_subject_head
+
+
+def brute_gap(row: list[float]) -> float:
+    s = sorted(row, reverse=True)
+    return 0.0 if s[0] == s[-1] else (s[0] - s[1]) / (s[0] - s[-1])
+
+
+def test_boundary_gap_matches_sorted_logits():
+    logits = torch.randn(50, 6, generator=torch.Generator().manual_seed(0))
+    logits[3] = 2.0  # all equal: gap 0
+    expected = [brute_gap(r) for r in logits.tolist()]
+    np.testing.assert_allclose(boundary_gap(logits).numpy(), expected, rtol=1e-6, atol=1e-7)
+
+
+def test_boundary_gap_of_two_classes_is_the_probability_gap():
+    logits = torch.randn(30, 2, generator=torch.Generator().manual_seed(1))
+    p = torch.softmax(logits, 1)
+    expected = (p[:, 0] - p[:, 1]).abs()
+    np.testing.assert_allclose(boundary_gap(logits).numpy(), expected.numpy(), atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def cloud() -> np.ndarray:
+    return np.random.default_rng(0).normal(size=(120, 5)).astype(np.float32)
+
+
+def test_crossing_pairs_are_differently_predicted_neighbours(cloud):
+    knn = exact_knn(cloud, 8)
+    predictions = (cloud[:, 0] > 0).astype(np.int64)
+    first, second = crossing_pairs(predictions, knn, 30, np.random.default_rng(0))
+    assert first.shape == second.shape == (30,)
+    assert (predictions[first] != predictions[second]).all()
+    neigh = [set(r) for r in knn.indices.tolist()]
+    assert all(b in neigh[a] or a in neigh[b] for a, b in zip(first, second, strict=True))
+    unordered = {(min(a, b), max(a, b)) for a, b in zip(first, second, strict=True)}
+    assert len(unordered) == 30, "a pair was drawn twice"
+
+
+def test_crossing_pairs_fill_up_with_random_pairs(cloud):
+    knn = exact_knn(cloud, 3)
+    predictions = np.zeros(120, dtype=np.int64)
+    predictions[:2] = 1  # almost no neighbour pair crosses classes
+    first, second = crossing_pairs(predictions, knn, 40, np.random.default_rng(0))
+    assert first.size == 40
+    assert (predictions[first] != predictions[second]).all()
+    same = crossing_pairs(np.zeros(120, np.int64), knn, 10, np.random.default_rng(0))
+    assert same[0].size == 0, "one predicted class has no boundary"
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_bisection_finds_the_linear_boundary(cloud, n_classes):
+    # A third class far below the others never wins, so the flip is between classes 0 and 1.
+    gen = torch.Generator().manual_seed(0)
+    weight, bias = torch.randn(5, n_classes, generator=gen), torch.randn(n_classes, generator=gen)
+    if n_classes == 3:
+        weight[:, 2], bias[2] = 0.0, -100.0
+    head = LinearHead(weight, bias, 0.0)
+    x = torch.from_numpy(cloud)
+    cls = head(x).argmax(1)
+    first = x[cls == 1][:20]
+    second = x[cls == 0][:20]
+    points = bisect_boundary(head, first, second, n_steps=16)
+    # Closed form: the logit difference is affine along the segment, zero at l*.
+    w = head.weight[:, 1] - head.weight[:, 0]
+    c = head.bias[1] - head.bias[0]
+    f1, f2 = first @ w + c, second @ w + c
+    l_star = (-f2 / (f1 - f2))[:, None]
+    expected = l_star * first + (1 - l_star) * second
+    seg = (first - second).norm(dim=1)
+    err = (points - expected).norm(dim=1) / seg
+    assert err.max() <= 2.0**-16
+    assert (boundary_gap(head(points)) < 1e-3).all()
+
+
+def test_boundary_points_of_a_real_epoch_are_delta_boundary(demo_run):
+    run = TrainingRun(demo_run)
+    reps = run.train_representations(2)
+    head = load_subject_head(run, 2)
+    knn = exact_knn(reps, 10)
+    points = boundary_points(reps, knn, head, n_points=60, delta=0.1, n_steps=12, seed=0)
+    assert points.dtype == np.float32 and points.shape[1] == reps.shape[1]
+    assert 0.8 * 60 <= points.shape[0] <= 60
+    logits = head.predict(torch.from_numpy(points))
+    assert (boundary_gap(logits) < 0.1).all()
+    # They lie within the data's range, between samples, not far outside it.
+    lo, hi = reps.min(0), reps.max(0)
+    assert ((points >= lo - 1e-5) & (points <= hi + 1e-5)).all()
+
+
+@pytest.mark.parametrize("exact_below", [10_000, 0])  # brute force, then pynndescent
+def test_query_knn_matches_brute_force(cloud, exact_below):
+    data, queries = cloud[:80], cloud[80:]
+    d = np.sqrt(((queries[:, None, :] - data[None, :, :]).astype(np.float64) ** 2).sum(-1))
+    idx = np.argsort(d, axis=1, kind="stable")[:, :7]
+    knn = query_knn(data, queries, 7, exact_below=exact_below, chunk_rows=9)
+    assert knn.indices.shape == (40, 7) and knn.indices.dtype == np.int64
+    if exact_below:
+        np.testing.assert_array_equal(knn.indices, idx)
+        np.testing.assert_allclose(knn.dists, np.take_along_axis(d, idx, 1), rtol=1e-5)
+    else:
+        assert neighbour_overlap(knn.indices, idx).sum() / idx.size >= 0.95
+
+
+def test_boundary_complex_joins_every_vertex_to_boundary_points(cloud):
+    reps, boundary = cloud[:100], cloud[100:]
+    edges = boundary_complex(reps, boundary, n_neighbors=6, n_epochs_per_sample=5)
+    n, m = 100, 20
+    assert edges.sigmas.shape == (n + m,)
+    assert (edges.head < n + m).all() and (edges.tail < n + m).all()
+    # Every edge has a boundary point (vertex >= n) at one end at least.
+    assert ((edges.head >= n) | (edges.tail >= n)).all()
+    assert (edges.weight > 0).all() and edges.weight.max() == pytest.approx(1.0)
+    # Each training point's nearest boundary point is joined to it with full weight.
+    nearest = query_knn(boundary, reps, 1).indices[:, 0] + n
+    table = {
+        (int(h), int(t)): float(w)
+        for h, t, w in zip(edges.head, edges.tail, edges.weight, strict=True)
+    }
+    assert all((i, int(j)) in table for i, j in enumerate(nearest))
