@@ -324,3 +324,33 @@ def test_pred_weight_leaves_vertices_out_of_the_prediction_loss():
     assert total(1.0, torch.zeros(8)) == pytest.approx(plain)  # every vertex left out
     assert total(1.0, torch.ones(8)) == pytest.approx(total(1.0, None))
     assert total(1.0, torch.ones(8)) > plain
+
+
+@pytest.mark.parametrize("power", [1.0, 8.0])
+def test_anchor_weight_is_the_kept_share_to_the_anchor_power(demo_run, power):
+    from ttvis.datamodules import DVIDataModule
+    from ttvis.run import TrainingRun
+
+    run = TrainingRun(demo_run)
+    previous = DVIDataModule(run, epoch=1, n_neighbors=5)
+    previous.build()
+    positions = np.random.default_rng(0).normal(size=(run.train_points.size, 2))
+    dm = DVIDataModule(
+        run,
+        epoch=2,
+        n_neighbors=5,
+        prev_knn=previous.knn,
+        prev_positions=positions.astype(np.float32),
+        anchor_power=power,
+    )
+    dm.build()
+    _, _, _, vertex_data = dm.stream_spec()
+    kept = np.array(
+        [
+            len(set(a) & set(b)) / 5
+            for a, b in zip(previous.knn.indices, dm.knn.indices, strict=True)
+        ]
+    )
+    np.testing.assert_allclose(vertex_data["anchor_weight"].numpy(), kept**power, rtol=1e-6)
+    np.testing.assert_allclose(vertex_data["anchor"].numpy(), positions, rtol=1e-6)
+    assert 0 < kept.mean() < 1

@@ -41,7 +41,9 @@ class DVIDataModule(EdgeDataModule):
             sample keeps (``npr``) for the temporal loss weight.
         prev_positions: ``[N_train * F, 2]`` the training points' positions under the previous
             visualizer; with ``prev_knn`` they become per-vertex anchors (``anchor``,
-            ``anchor_weight = npr``) in every batch.
+            ``anchor_weight = npr ** anchor_power``) in every batch.
+        anchor_power: sharpens the anchors: with a high power only the samples that kept
+            nearly all their neighbours are held in place, and the rest move freely.
         subject_head: the epoch's classifier head; boundary points need it (without one they
             are skipped with a warning).
     """
@@ -56,6 +58,7 @@ class DVIDataModule(EdgeDataModule):
         boundary_fraction: float = 0.1,
         boundary_delta: float = 0.1,
         boundary_steps: int = 12,
+        anchor_power: float = 1.0,
         batch_size: int = 1000,
         metric: str = "euclidean",
         exact_knn_below: int = 10000,
@@ -71,6 +74,7 @@ class DVIDataModule(EdgeDataModule):
         self.boundary_fraction = boundary_fraction
         self.boundary_delta = boundary_delta
         self.boundary_steps = boundary_steps
+        self.anchor_power = anchor_power
         self.subject_head = subject_head
         self.metric = metric
         self.exact_knn_below = exact_knn_below
@@ -191,13 +195,13 @@ class DVIDataModule(EdgeDataModule):
 
     def stream_spec(self) -> tuple[EdgeSet, int, int, dict[str, Tensor]]:
         """This epoch's edges, ``s_n_epochs * sum(p_s) (+ b_n_epochs * sum(p_b))`` draws, the
-        temporal anchors (boundary points have none: weight 0) and, with boundary points,
-        ``pred_weight`` (1 for training points, 0 for boundary points)."""
+        temporal anchors (weight ``npr ** anchor_power``; boundary points have none: 0) and,
+        with boundary points, ``pred_weight`` (1 for training points, 0 for boundary points)."""
         vertex_data = {}
         if self.prev_positions is not None and self.persistence is not None:
             n_extra = 0 if self.boundary is None else self.boundary.shape[0]
             anchor = np.concatenate([self.prev_positions, np.zeros((n_extra, 2), np.float32)])
-            weight = np.concatenate([self.persistence, np.zeros(n_extra)])
+            weight = np.concatenate([self.persistence**self.anchor_power, np.zeros(n_extra)])
             vertex_data["anchor"] = torch.as_tensor(anchor, dtype=torch.float32)
             vertex_data["anchor_weight"] = torch.as_tensor(weight, dtype=torch.float32)
         if self.boundary is not None:
