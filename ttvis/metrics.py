@@ -599,18 +599,19 @@ def evaluate_visualization(
                 n_steps=boundary_steps,
                 seed=seed,
             )
-            if boundary.shape[0] >= k:
-                boundary_low = encode(model, boundary, batch_size, device)
-                for part, rows in (("train", slice(0, n_train)), ("test", slice(n_train, None))):
-                    if high[rows].shape[0]:
-                        row[f"bp_{part}"] = float(
-                            boundary_preserving(
-                                high[rows], low[rows], boundary, boundary_low, k, exact_below
-                            ).mean()
-                        )
-            for part, x in (("train", high[:n_train]), ("test", high[n_train:])):
+            boundary_low = (
+                encode(model, boundary, batch_size, device) if boundary.shape[0] >= k else None
+            )
+            for part, rows in (("train", slice(0, n_train)), ("test", slice(n_train, None))):
+                x = high[rows]
                 if x.shape[0] == 0:
                     continue
+                if boundary_low is not None:
+                    row[f"bp_{part}"] = float(
+                        boundary_preserving(
+                            x, low[rows], boundary, boundary_low, k, exact_below
+                        ).mean()
+                    )
                 recon = reconstruct(model, x, batch_size, device)
                 logits_x = head.predict(torch.from_numpy(x), batch_size)
                 logits_recon = head.predict(recon, batch_size)
