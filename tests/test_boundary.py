@@ -12,6 +12,8 @@ from ttvis.boundary import (
     boundary_gap,
     boundary_points,
     crossing_pairs,
+    flip_segments,
+    neighbour_crossing_pairs,
 )
 from ttvis.complex import exact_knn, neighbour_overlap, query_knn
 from ttvis.run import TrainingRun
@@ -63,6 +65,39 @@ def test_crossing_pairs_fill_up_with_random_pairs(cloud):
     assert (predictions[first] != predictions[second]).all()
     same = crossing_pairs(np.zeros(120, np.int64), knn, 10, np.random.default_rng(0))
     assert same[0].size == 0, "one predicted class has no boundary"
+
+
+def test_neighbour_crossing_pairs_match_brute_force(cloud):
+    knn = exact_knn(cloud, 6)
+    predictions = (cloud[:, 1] > 0.3).astype(np.int64) + (cloud[:, 2] > 1).astype(np.int64)
+    expected = {
+        (min(i, int(j)), max(i, int(j)))
+        for i in range(cloud.shape[0])
+        for j in knn.indices[i]
+        if predictions[i] != predictions[j]
+    }
+    pairs = neighbour_crossing_pairs(predictions, knn)
+    assert pairs.dtype == np.int64
+    assert [tuple(p) for p in pairs.tolist()] == sorted(expected)
+
+
+def test_flip_segments_locate_the_linear_boundary(cloud):
+    gen = torch.Generator().manual_seed(3)
+    head = LinearHead(torch.randn(5, 2, generator=gen), torch.randn(2, generator=gen), 0.0)
+    knn = exact_knn(cloud, 8)
+    segments = flip_segments(cloud, knn, head, n_steps=16)
+    x = torch.from_numpy(cloud)
+    cls = head(x).argmax(1).numpy()
+    expected = neighbour_crossing_pairs(cls, knn)
+    assert len(segments) == expected.shape[0] > 0
+    np.testing.assert_array_equal(segments.first, expected[:, 0])
+    np.testing.assert_array_equal(segments.second, expected[:, 1])
+    # Closed form: the logit difference is affine along the segment, zero at the flip.
+    w, c = head.weight[:, 1] - head.weight[:, 0], head.bias[1] - head.bias[0]
+    f1, f2 = x[segments.first] @ w + c, x[segments.second] @ w + c
+    np.testing.assert_allclose(segments.flip, (-f2 / (f1 - f2)).numpy(), atol=2.0**-15)
+    one_class = LinearHead(torch.zeros(5, 2), torch.tensor([1.0, 0.0]), 0.0)
+    assert len(flip_segments(cloud, knn, one_class)) == 0
 
 
 @pytest.mark.parametrize("n_classes", [2, 3])
@@ -135,3 +170,30 @@ def test_boundary_complex_joins_every_vertex_to_boundary_points(cloud):
         for h, t, w in zip(edges.head, edges.tail, edges.weight, strict=True)
     }
     assert all((i, int(j)) in table for i, j in enumerate(nearest))
+
+
+def test_dvi_batches_carry_points_at_the_real_decision_boundary(demo_run, caplog):
+    from ttvis.datamodules import DVIDataModule
+
+    run = TrainingRun(demo_run)
+    head = load_subject_head(run, 2)
+    dm = DVIDataModule(
+        run,
+        epoch=2,
+        n_neighbors=5,
+        batch_size=200,
+        boundary_mix_fraction=0.5,
+        boundary_mix_width=0.0,  # exactly at the flips
+        subject_head=head,
+    )
+    dm.setup("fit")
+    assert len(dm.segments) > 0
+    batch = next(iter(dm.train_dataloader()))
+    points = batch["boundary_x"]
+    assert points.shape == (100, dm.train_reps.shape[1]) and points.dtype == torch.float32
+    assert (boundary_gap(head.predict(points)) < 0.05).all()
+
+    no_head = DVIDataModule(run, epoch=2, n_neighbors=5, boundary_mix_fraction=0.5)
+    no_head.setup("fit")
+    assert "no subject head" in caplog.text
+    assert "boundary_x" not in next(iter(no_head.train_dataloader()))

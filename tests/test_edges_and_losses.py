@@ -10,6 +10,7 @@ import pytest
 import torch
 from scipy import stats
 
+from ttvis.boundary import FlipSegments
 from ttvis.complex import EdgeSet
 from ttvis.datamodules import EdgeStream
 from ttvis.modules import Autoencoder
@@ -326,6 +327,37 @@ def test_pred_weight_leaves_vertices_out_of_the_prediction_loss():
     assert total(1.0, torch.ones(8)) > plain
 
 
+def test_boundary_x_joins_the_reconstruction_and_prediction_losses():
+    from functools import partial
+
+    from ttvis.modules import VisualizerModule
+    from ttvis.modules.losses import prediction_loss
+    from ttvis.subject import LinearHead
+
+    gen = torch.Generator().manual_seed(0)
+    head = LinearHead(torch.randn(6, 3, generator=gen), torch.zeros(3), 0.0)
+    x, boundary_x = torch.randn(8, 6, generator=gen), torch.randn(3, 6, generator=gen)
+    head_pos, tail_pos = torch.tensor([0, 1, 2, 3]), torch.tensor([4, 5, 6, 7])
+    torch.manual_seed(0)
+    module = VisualizerModule(
+        [6, 8, 2], [2, 8, 6], partial(torch.optim.Adam), lambda_pred=1.0, subject_head=head
+    )
+    batch = {"x": x, "head_pos": head_pos, "tail_pos": tail_pos, "boundary_x": boundary_x}
+    torch.manual_seed(1)  # the negatives
+    got = float(module.training_step(batch, 0))
+
+    x_all = torch.cat([x, boundary_x])  # identity normalisation
+    with torch.no_grad():
+        z, x_hat = module.autoencoder(x_all)
+        torch.manual_seed(1)
+        expected = (
+            umap_loss(z[head_pos], z[tail_pos], module.a, module.b)
+            + reconstruction_loss(x_all, x_hat)
+            + prediction_loss(head(x_all), head(x_hat))
+        )
+    assert got == pytest.approx(float(expected), rel=1e-5)
+
+
 @pytest.mark.parametrize("power", [1.0, 8.0])
 def test_anchor_weight_is_the_kept_share_to_the_anchor_power(demo_run, power):
     from ttvis.datamodules import DVIDataModule
@@ -354,3 +386,36 @@ def test_anchor_weight_is_the_kept_share_to_the_anchor_power(demo_run, power):
     np.testing.assert_allclose(vertex_data["anchor_weight"].numpy(), kept**power, rtol=1e-6)
     np.testing.assert_allclose(vertex_data["anchor"].numpy(), positions, rtol=1e-6)
     assert 0 < kept.mean() < 1
+
+
+def test_edge_stream_adds_points_near_the_segment_flips():
+    segments = FlipSegments(np.array([0, 2]), np.array([5, 3]), np.array([0.25, 0.75], np.float32))
+    reps = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))  # no two collinear
+    stream = EdgeStream(
+        reps,
+        _edge_set(),
+        n_edges=900,
+        batch_size=400,
+        seed=1,
+        segments=segments,
+        segment_fraction=0.5,
+        segment_width=0.1,
+    )
+    seen = Counter()
+    for batch in stream:
+        n_edges = batch["head_pos"].shape[0]
+        points = batch["boundary_x"]
+        assert points.shape == (round(0.5 * n_edges), 3)
+        for p in points:
+            # Which segment is p on, and at what mixing weight l (p = l a + (1 - l) b)?
+            for k, (a, b) in enumerate(zip(segments.first, segments.second, strict=True)):
+                d = reps[a] - reps[b]
+                lam = float((p - reps[b]) @ d / (d @ d))
+                if torch.allclose(lam * reps[a] + (1 - lam) * reps[b], p, atol=1e-4):
+                    assert abs(lam - segments.flip[k]) <= 0.1 + 1e-5
+                    seen[k] += 1
+                    break
+            else:
+                raise AssertionError(f"{p} lies on no segment")
+    assert sum(seen.values()) == 200 + 200 + 50
+    assert min(seen.values()) > 150, "segments are not drawn uniformly"

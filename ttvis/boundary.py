@@ -11,6 +11,7 @@ where unseen samples are most easily reconstructed into the wrong class.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -36,14 +37,31 @@ def boundary_gap(logits: torch.Tensor) -> torch.Tensor:
     return torch.where(span > 0, (top[:, 0] - top[:, 1]) / span.clamp_min(1e-30), 0.0)
 
 
+def neighbour_crossing_pairs(predictions: np.ndarray, knn: KNNGraph) -> np.ndarray:
+    """The k-NN edges whose ends the subject predicts differently, each unordered pair once.
+
+    Args:
+        predictions: ``[N]`` predicted class of each training point.
+        knn: their k-NN graph.
+
+    Returns:
+        ``[P, 2]`` int64 point indices, sorted.
+    """
+    n, k = knn.indices.shape
+    rows = np.repeat(np.arange(n, dtype=np.int64), k)
+    cols = knn.indices.reshape(-1).astype(np.int64)
+    lo, hi = np.minimum(rows, cols), np.maximum(rows, cols)
+    cross = predictions[lo] != predictions[hi]
+    return np.unique(np.stack([lo[cross], hi[cross]], axis=1), axis=0)
+
+
 def crossing_pairs(
     predictions: np.ndarray, knn: KNNGraph, n_pairs: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pairs of training points that the subject predicts differently, nearby ones first.
 
-    Candidates are the k-NN edges whose ends are predicted differently (each unordered pair
-    once); when there are fewer than ``n_pairs``, pairs of a random point and a random point of
-    another predicted class fill up.
+    Candidates are :func:`neighbour_crossing_pairs`; when there are fewer than ``n_pairs``,
+    pairs of a random point and a random point of another predicted class fill up.
 
     Args:
         predictions: ``[N]`` predicted class of each training point.
@@ -54,12 +72,8 @@ def crossing_pairs(
     Returns:
         ``(first [P], second [P])`` int64 indices, ``predictions[first] != predictions[second]``.
     """
-    n, k = knn.indices.shape
-    rows = np.repeat(np.arange(n, dtype=np.int64), k)
-    cols = knn.indices.reshape(-1)
-    lo, hi = np.minimum(rows, cols), np.maximum(rows, cols)  # each unordered pair once
-    cross = predictions[lo] != predictions[hi]
-    pairs = np.unique(np.stack([lo[cross], hi[cross]], axis=1), axis=0)
+    n = knn.indices.shape[0]
+    pairs = neighbour_crossing_pairs(predictions, knn)
     if pairs.shape[0] > n_pairs:
         pairs = pairs[rng.choice(pairs.shape[0], n_pairs, replace=False)]
     elif pairs.shape[0] < n_pairs and np.unique(predictions).size > 1:
@@ -79,14 +93,14 @@ def crossing_pairs(
     return pairs[:, 0], pairs[:, 1]
 
 
-def bisect_boundary(
+def bisect_weights(
     head: SubjectHead,
     first: torch.Tensor,
     second: torch.Tensor,
     n_steps: int,
 ) -> torch.Tensor:
-    """Points where the subject's prediction flips on the segments between ``first`` and
-    ``second``, by bisection on the mixing weight ``l`` of ``l * first + (1 - l) * second``.
+    """Mixing weights ``l [P, 1]`` where the subject's prediction flips on the segments
+    ``l * first + (1 - l) * second``, found by bisection.
 
     Args:
         head: the subject head.
@@ -94,7 +108,7 @@ def bisect_boundary(
         n_steps: bisection steps; the flip is located to ``2**-n_steps`` of the segment.
 
     Returns:
-        ``[P, D]`` the mixes at the final bracket's midpoint.
+        ``[P, 1]`` the final brackets' midpoints, in (0, 1).
     """
     cls = head.predict(first).argmax(1)
     lo = torch.zeros(first.shape[0], 1, dtype=first.dtype, device=first.device)  # other side
@@ -104,8 +118,63 @@ def bisect_boundary(
         same = (head.predict(mid * first + (1 - mid) * second).argmax(1) == cls).to(lo.device)
         hi = torch.where(same[:, None], mid, hi)
         lo = torch.where(same[:, None], lo, mid)
-    mid = (lo + hi) / 2
+    return (lo + hi) / 2
+
+
+def bisect_boundary(
+    head: SubjectHead,
+    first: torch.Tensor,
+    second: torch.Tensor,
+    n_steps: int,
+) -> torch.Tensor:
+    """Points where the subject's prediction flips on the segments between ``first`` and
+    ``second`` ``[P, D]``: :func:`bisect_weights` applied -> ``[P, D]``."""
+    mid = bisect_weights(head, first, second, n_steps)
     return mid * first + (1 - mid) * second
+
+
+@dataclass(frozen=True)
+class FlipSegments:
+    """Segments between nearby training points that the subject predicts differently, and where
+    on each the prediction flips.
+
+    Attributes:
+        first, second: ``[P]`` int64 vertex indices of the segment ends.
+        flip: ``[P]`` float32 mixing weight ``l`` of ``l * first + (1 - l) * second`` at the
+            flip.
+    """
+
+    first: np.ndarray
+    second: np.ndarray
+    flip: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.first.shape[0])
+
+
+def flip_segments(
+    reps: np.ndarray, knn: KNNGraph, head: SubjectHead, n_steps: int = 12
+) -> FlipSegments:
+    """Every k-NN edge whose ends the subject predicts differently, with its flip located by
+    :func:`bisect_weights`.
+
+    Args:
+        reps: ``[N, D]`` training representations.
+        knn: their k-NN graph.
+        head: the subject head of this epoch.
+        n_steps: bisection steps per segment.
+
+    Returns:
+        The segments (none when the subject predicts one class for all neighbours).
+    """
+    reps_t = torch.as_tensor(np.asarray(reps, dtype=np.float32))
+    predictions = head.predict(reps_t).argmax(1).cpu().numpy()
+    pairs = neighbour_crossing_pairs(predictions, knn)
+    first, second = pairs[:, 0], pairs[:, 1]
+    if pairs.shape[0] == 0:
+        return FlipSegments(first, second, np.zeros(0, np.float32))
+    flip = bisect_weights(head, reps_t[first], reps_t[second], n_steps)
+    return FlipSegments(first, second, flip[:, 0].cpu().numpy().astype(np.float32))
 
 
 def boundary_points(

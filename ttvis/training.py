@@ -82,9 +82,10 @@ def open_run(cfg: DictConfig) -> TrainingRun:
 
 
 def training_head(cfg: DictConfig, run: TrainingRun, epoch: int):
-    """The subject head for the prediction-preserving loss and the boundary points, or None
-    when neither is on or the run has no head."""
-    if cfg.method.get("lambda_pred", 0) <= 0 and cfg.method.get("b_n_epochs", 0) <= 0:
+    """The subject head for the prediction-preserving loss, the boundary points and the points
+    near the decision boundary, or None when none of them is on or the run has no head."""
+    uses = ("lambda_pred", "b_n_epochs", "boundary_mix_fraction")
+    if all(cfg.method.get(name, 0) <= 0 for name in uses):
         return None
     return try_load_subject_head(run, epoch, max_linear_residual=cfg.export.max_linear_residual)
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ttvis.boundary import boundary_complex, boundary_points
+from ttvis.boundary import FlipSegments, boundary_complex, boundary_points, flip_segments
 from ttvis.complex import EdgeSet, KNNGraph, combine_edges, neighbour_overlap, spatial_complex
 from ttvis.datamodules.edges import EdgeDataModule
 from ttvis.run import TrainingRun
@@ -44,6 +44,11 @@ class DVIDataModule(EdgeDataModule):
             ``anchor_weight = npr ** anchor_power``) in every batch.
         anchor_power: sharpens the anchors: with a high power only the samples that kept
             nearly all their neighbours are held in place, and the rest move freely.
+        boundary_mix_fraction: per edge of a batch, this many points near where the subject's
+            prediction flips on a segment between differently-predicted neighbours
+            (:func:`ttvis.boundary.flip_segments`) join the reconstruction and prediction
+            losses as ``boundary_x``; 0 turns them off (they need ``subject_head``).
+        boundary_mix_width: those points lie within this share of the segment of the flip.
         subject_head: the epoch's classifier head; boundary points need it (without one they
             are skipped with a warning).
     """
@@ -59,6 +64,8 @@ class DVIDataModule(EdgeDataModule):
         boundary_delta: float = 0.1,
         boundary_steps: int = 12,
         anchor_power: float = 1.0,
+        boundary_mix_fraction: float = 0.0,
+        boundary_mix_width: float = 0.3,
         batch_size: int = 1000,
         metric: str = "euclidean",
         exact_knn_below: int = 10000,
@@ -75,6 +82,9 @@ class DVIDataModule(EdgeDataModule):
         self.boundary_delta = boundary_delta
         self.boundary_steps = boundary_steps
         self.anchor_power = anchor_power
+        self.boundary_mix_fraction = boundary_mix_fraction
+        self.boundary_mix_width = boundary_mix_width
+        self.segments: FlipSegments | None = None
         self.subject_head = subject_head
         self.metric = metric
         self.exact_knn_below = exact_knn_below
@@ -110,21 +120,51 @@ class DVIDataModule(EdgeDataModule):
                 self.edges, self.n_edges = combine_edges(
                     self.edges, boundary, self.s_n_epochs, self.b_n_epochs
                 )
+        if self.boundary_mix_fraction > 0:
+            self.segments = self._flip_segments()
         if self.prev_knn is not None:
             self.persistence = neighbour_overlap(self.prev_knn.indices, self.knn.indices) / float(
                 self.n_neighbors
             )
         log.info(
             "epoch %d: complex of %d points and %d boundary points, %d edges (%d to boundary "
-            "points), %d draws per visualizer epoch (%.1fs)",
+            "points), %d draws per visualizer epoch, %d segments across the decision boundary "
+            "(%.1fs)",
             self.epoch,
             self._reps.shape[0],
             0 if self.boundary is None else self.boundary.shape[0],
             len(self.edges),
             n_boundary_edges,
             self.n_edges,
+            0 if self.segments is None else len(self.segments),
             time.perf_counter() - start,
         )
+
+    def _flip_segments(self) -> FlipSegments | None:
+        """The segments for ``boundary_x``, or None, with a warning, when there is no subject
+        head or no pair of neighbours is predicted differently."""
+        if self.subject_head is None:
+            log.warning(
+                "epoch %d: boundary_mix_fraction=%g but there is no subject head; no points "
+                "near the decision boundary",
+                self.epoch,
+                self.boundary_mix_fraction,
+            )
+            return None
+        segments = flip_segments(self._reps, self.knn, self.subject_head, self.boundary_steps)
+        if len(segments) == 0:
+            log.warning(
+                "epoch %d: the subject predicts the same class for every pair of neighbours; "
+                "no points near the decision boundary",
+                self.epoch,
+            )
+            return None
+        return segments
+
+    def segment_spec(self) -> tuple[FlipSegments | None, float, float]:
+        """This epoch's segments across the decision boundary and how to sample them."""
+        self.build()
+        return self.segments, self.boundary_mix_fraction, self.boundary_mix_width
 
     def _boundary_edges(self) -> EdgeSet | None:
         """Generate this epoch's boundary points (``self.boundary``) and their complex, or

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ttvis.boundary import FlipSegments
 from ttvis.complex import EdgeSet
 from ttvis.run import TrainingRun
 
@@ -35,10 +36,16 @@ class EdgeStream:
         world_size: number of processes.
         vertex_data: optional per-vertex tensors ``{name: [N, ...]}`` gathered into each batch
             alongside ``x`` (e.g. previous positions for the temporal anchor).
+        segments: optional segments across the subject's decision boundary; each batch then
+            also carries ``boundary_x``: points on ``round(segment_fraction * B)`` of them drawn
+            uniformly, at a mixing weight within ``segment_width`` of the flip.
+        segment_fraction: boundary-segment points per edge of a batch.
+        segment_width: how far from the flip, as a share of the segment, the points may lie.
 
     Yields:
-        ``{"x": [U, D], "head_pos": [B], "tail_pos": [B], "counts": [U], **vertex_data}``: the
-        distinct vertices of the batch's edges once, and where each edge's ends sit among them.
+        ``{"x": [U, D], "head_pos": [B], "tail_pos": [B], "counts": [U], **vertex_data}``
+        (and ``"boundary_x": [S, D]`` with segments): the distinct vertices of the batch's
+        edges once, and where each edge's ends sit among them.
     """
 
     def __init__(
@@ -51,6 +58,9 @@ class EdgeStream:
         rank: int = 0,
         world_size: int = 1,
         vertex_data: dict[str, Tensor] | None = None,
+        segments: FlipSegments | None = None,
+        segment_fraction: float = 0.0,
+        segment_width: float = 0.3,
     ) -> None:
         if len(edges) == 0:
             raise ValueError("the complex has no edges to sample")
@@ -66,6 +76,15 @@ class EdgeStream:
         self.seed, self.rank = seed, rank
         self.epoch = 0
         self.vertex_data = {k: v.to(device) for k, v in (vertex_data or {}).items()}
+        self.segments: tuple[Tensor, Tensor, Tensor] | None = None
+        if segments is not None and len(segments) > 0 and segment_fraction > 0:
+            self.segments = (
+                torch.as_tensor(segments.first, device=device),
+                torch.as_tensor(segments.second, device=device),
+                torch.as_tensor(segments.flip, device=device, dtype=reps.dtype)[:, None],
+            )
+        self.segment_fraction = float(segment_fraction)
+        self.segment_width = float(segment_width)
 
     def __len__(self) -> int:
         return math.ceil(self.n_local / self.batch_size)
@@ -91,7 +110,20 @@ class EdgeStream:
             }
             for name, values in self.vertex_data.items():
                 batch[name] = values[vertices]
+            if self.segments is not None:
+                batch["boundary_x"] = self._segment_points(size, generator)
             yield batch
+
+    def _segment_points(self, n_edges: int, generator: torch.Generator) -> Tensor:
+        """``[S, D]`` points near the flips of ``S = round(segment_fraction * n_edges)``
+        uniformly drawn segments."""
+        first, second, flip = self.segments
+        device = self.reps.device
+        n = max(1, round(self.segment_fraction * n_edges))
+        pick = torch.randint(0, first.shape[0], (n,), device=device, generator=generator)
+        offset = torch.rand(n, 1, device=device, generator=generator, dtype=flip.dtype)
+        lam = (flip[pick] + (2 * offset - 1) * self.segment_width).clamp(0.0, 1.0)
+        return lam * self.reps[first[pick]] + (1 - lam) * self.reps[second[pick]]
 
 
 class EdgeDataModule(L.LightningDataModule):
@@ -124,6 +156,11 @@ class EdgeDataModule(L.LightningDataModule):
         """``(edges, draws per visualizer epoch, seed, per-vertex data)`` for the stream."""
         raise NotImplementedError
 
+    def segment_spec(self) -> tuple[FlipSegments | None, float, float]:
+        """``(segments, fraction, width)`` of the boundary-segment points each batch carries
+        (see :class:`EdgeStream`); none by default."""
+        return None, 0.0, 0.0
+
     def stream_vertices(self) -> np.ndarray:
         """``[V', D]`` float32 features of every vertex the edges index: the training vertices
         (:attr:`train_reps`), followed by any extra vertices a subclass adds."""
@@ -150,6 +187,7 @@ class EdgeDataModule(L.LightningDataModule):
         trainer = self.trainer
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         edges, n_edges, seed, vertex_data = self.stream_spec()
+        segments, fraction, width = self.segment_spec()
         self._stream = EdgeStream(
             torch.as_tensor(self.stream_vertices(), device=device),
             edges,
@@ -159,6 +197,9 @@ class EdgeDataModule(L.LightningDataModule):
             rank=trainer.global_rank if trainer is not None else 0,
             world_size=trainer.world_size if trainer is not None else 1,
             vertex_data=vertex_data,
+            segments=segments,
+            segment_fraction=fraction,
+            segment_width=width,
         )
 
     def train_dataloader(self) -> EdgeStream:

@@ -58,7 +58,9 @@ class VisualizerModule(L.LightningModule):
     A batch, as the edge streams yield it, holds the distinct vertices of ``B`` edges once:
     ``x [U, D]``, ``head_pos [B]`` and ``tail_pos [B]`` (rows of ``x``), and ``counts [U]``;
     optionally per-vertex ``anchor [U, 2]`` and ``anchor_weight [U]`` (temporal anchors) and
-    ``pred_weight [U]`` (0 leaves a vertex, e.g. a boundary point, out of the prediction loss).
+    ``pred_weight [U]`` (0 leaves a vertex, e.g. a boundary point, out of the prediction loss)
+    and ``boundary_x [S, D]``, points near the subject's decision boundary that join the
+    reconstruction and prediction losses.
 
     Args:
         encoder_dims: ``[D, ..., 2]``.
@@ -188,17 +190,23 @@ class VisualizerModule(L.LightningModule):
         x = self.normalise(batch["x"])
         head_pos, tail_pos = batch["head_pos"], batch["tail_pos"]
         counts = batch.get("counts")
+        # Rows beyond the vertices join only the reconstruction and prediction losses:
+        # interpolations between edge ends, and points near the subject's decision boundary.
+        extra = []
         n_mix = int(round(self.mix_fraction * head_pos.shape[0]))
         if n_mix > 0:
-            x_mix = interpolate_edges(
-                x[head_pos[:n_mix]], x[tail_pos[:n_mix]], self.mix_noise, self._generator
+            extra.append(
+                interpolate_edges(
+                    x[head_pos[:n_mix]], x[tail_pos[:n_mix]], self.mix_noise, self._generator
+                )
             )
-            x_all = torch.cat([x, x_mix])
+        if "boundary_x" in batch:
+            extra.append(self.normalise(batch["boundary_x"]))
+        x_all = torch.cat([x, *extra]) if extra else x
+        if extra:
             if counts is None:
                 counts = torch.ones(x.shape[0], device=x.device, dtype=torch.long)
-            counts = torch.cat([counts, counts.new_ones(n_mix)])
-        else:
-            x_all = x
+            counts = torch.cat([counts, counts.new_ones(x_all.shape[0] - x.shape[0])])
         z_all, x_hat = self.autoencoder(x_all)
         z = z_all[: x.shape[0]]
         loss_umap = umap_loss(
