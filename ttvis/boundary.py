@@ -133,6 +133,13 @@ def bisect_boundary(
     return mid * first + (1 - mid) * second
 
 
+def predicted_classes(head: SubjectHead, reps: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+    """``reps [N, D]`` as a float32 tensor, and the subject's predicted class of each row
+    ``[N]`` (int64)."""
+    reps_t = torch.as_tensor(np.asarray(reps, dtype=np.float32))
+    return reps_t, head.predict(reps_t).argmax(1).cpu().numpy()
+
+
 @dataclass(frozen=True)
 class FlipSegments:
     """Segments between nearby training points that the subject predicts differently, and where
@@ -167,8 +174,7 @@ def flip_segments(
     Returns:
         The segments (none when the subject predicts one class for all neighbours).
     """
-    reps_t = torch.as_tensor(np.asarray(reps, dtype=np.float32))
-    predictions = head.predict(reps_t).argmax(1).cpu().numpy()
+    reps_t, predictions = predicted_classes(head, reps)
     pairs = neighbour_crossing_pairs(predictions, knn)
     first, second = pairs[:, 0], pairs[:, 1]
     if pairs.shape[0] == 0:
@@ -201,8 +207,7 @@ def boundary_points(
         ``[M, D]`` float32 boundary points, ``M <= n_points`` (0 rows when the subject predicts
         one class for every sample).
     """
-    reps_t = torch.as_tensor(np.asarray(reps, dtype=np.float32))
-    predictions = head.predict(reps_t).argmax(1).cpu().numpy()
+    reps_t, predictions = predicted_classes(head, reps)
     first, second = crossing_pairs(predictions, knn, n_points, np.random.default_rng(seed))
     if first.size == 0:
         return np.zeros((0, reps.shape[1]), dtype=np.float32)
