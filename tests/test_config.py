@@ -123,3 +123,21 @@ def test_progress_bar_dropped_when_trainer_disables_it(demo_run):
     off = _compose("dvi", "default", demo_run, ["trainer.enable_progress_bar=false"])
     assert any(isinstance(c, ProgressBar) for c in instantiate_callbacks(on))
     assert not any(isinstance(c, ProgressBar) for c in instantiate_callbacks(off))
+
+
+def test_warm_fits_use_the_warm_schedule(demo_run):
+    from ttvis.training import warm_fit
+
+    cfg = _compose("dvi", "default", demo_run, ["method.warm_max_epochs=5"])
+    module_overrides, trainer_overrides = warm_fit(cfg)
+    scheduler = module_overrides["scheduler"](
+        optimizer=torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    )
+    assert isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR)
+    assert scheduler.T_max == 5
+    assert trainer_overrides == {"max_epochs": 5}
+
+    plain = _compose(
+        "dvi", "default", demo_run, ["method.warm_scheduler=null", "method.warm_max_epochs=null"]
+    )
+    assert warm_fit(plain) == ({}, {})

@@ -90,6 +90,23 @@ def training_head(cfg: DictConfig, run: TrainingRun, epoch: int):
     return try_load_subject_head(run, epoch, max_linear_residual=cfg.export.max_linear_residual)
 
 
+def warm_fit(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What a warm-started DVI fit (every subject epoch after the first) changes.
+
+    Returns:
+        ``(module_overrides, trainer_overrides)``: ``{"scheduler": ...}`` from
+        ``method.warm_scheduler`` and ``{"max_epochs": ...}`` from ``method.warm_max_epochs``
+        (capped by ``trainer.max_epochs``), each present only when that setting is not null.
+    """
+    module_overrides: dict[str, Any] = {}
+    trainer_overrides: dict[str, Any] = {}
+    if cfg.method.get("warm_scheduler") is not None:
+        module_overrides["scheduler"] = instantiate(cfg.method.warm_scheduler)
+    if cfg.method.get("warm_max_epochs"):
+        trainer_overrides["max_epochs"] = min(cfg.method.warm_max_epochs, cfg.trainer.max_epochs)
+    return module_overrides, trainer_overrides
+
+
 def fit_dvi(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dict[str, Any]:
     """DVI: one visualizer per subject epoch, each warm-started from the previous (§4).
 
@@ -131,12 +148,14 @@ def fit_dvi(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dict[st
         datamodule.build()
         t1 = time.perf_counter()
         shift, scale = datamodule.input_normalisation()
+        module_overrides, trainer_overrides = ({}, {}) if prev_state is None else warm_fit(cfg)
         module = instantiate(cfg.method.module)(
             subject_epoch=epoch,
             log_prefix=f"{cfg.vis_name}/epoch_{epoch}",
             input_shift=shift,
             input_scale=scale,
             subject_head=head,
+            **module_overrides,
         )
         if prev_state is not None:
             weight = cfg.method.lambda2 * datamodule.mean_persistence
@@ -149,10 +168,7 @@ def fit_dvi(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dict[st
                 100 * datamodule.mean_persistence,
                 weight,
             )
-        overrides = {}
-        if prev_state is not None and cfg.method.get("warm_max_epochs"):
-            overrides["max_epochs"] = min(cfg.method.warm_max_epochs, cfg.trainer.max_epochs)
-        trainer = make_trainer(cfg, logger, **overrides)
+        trainer = make_trainer(cfg, logger, **trainer_overrides)
         trainer.fit(module, datamodule=datamodule)
         t2 = time.perf_counter()
         loss = trainer.callback_metrics.get("loss")
