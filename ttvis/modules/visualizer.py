@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import multiprocessing
 from collections.abc import Callable
 
 import lightning as L
@@ -280,6 +281,14 @@ class VisualizerModule(L.LightningModule):
             f"visualizer epoch {self.current_epoch + 1}, batch {batch_idx} (last finite loss: "
             f"{last}); nothing was exported for this epoch. Try a lower method.optimizer.lr."
         )
+
+    def teardown(self, stage: str) -> None:
+        # A worker process that a spawn or fork launcher (ddp_spawn, ddp_fork) started for this
+        # fit exits right after it. Destroy its process group now: left to interpreter exit,
+        # gloo's threads can abort the exit ("terminate called without an active exception").
+        # Workers that live across fits (strategy=ddp) keep theirs.
+        if multiprocessing.parent_process() is not None and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.autoencoder.parameters())
