@@ -203,8 +203,9 @@ class VisualizerModule(L.LightningModule):
             )
         if "boundary_x" in batch:
             extra.append(self.normalise(batch["boundary_x"]))
-        x_all = torch.cat([x, *extra]) if extra else x
+        x_all = x
         if extra:
+            x_all = torch.cat([x, *extra])
             if counts is None:
                 counts = torch.ones(x.shape[0], device=x.device, dtype=torch.long)
             counts = torch.cat([counts, counts.new_ones(x_all.shape[0] - x.shape[0])])
