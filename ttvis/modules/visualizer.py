@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-import multiprocessing
+import os
 from collections.abc import Callable
 
 import lightning as L
@@ -145,6 +145,9 @@ class VisualizerModule(L.LightningModule):
         self._generator: torch.Generator | None = None
         self.edges_seen = 0  # edges trained on by this process, for throughput reports
         self.last_finite_loss: float | None = None
+        # Pickled with the module into ddp_spawn/ddp_fork workers, so there it differs from
+        # os.getpid(): see teardown.
+        self._built_in_pid = os.getpid()
 
     # ------------------------------------------------------------------ inference API
     def normalise(self, x: Tensor) -> Tensor:
@@ -285,10 +288,11 @@ class VisualizerModule(L.LightningModule):
 
     def teardown(self, stage: str) -> None:
         # A worker process that a spawn or fork launcher (ddp_spawn, ddp_fork) started for this
-        # fit exits right after it. Destroy its process group now: left to interpreter exit,
-        # gloo's threads can abort the exit ("terminate called without an active exception").
-        # Workers that live across fits (strategy=ddp) keep theirs.
-        if multiprocessing.parent_process() is not None and torch.distributed.is_initialized():
+        # fit, with a copy of this module, exits right after it. Destroy its process group now:
+        # left to interpreter exit, gloo's threads can abort the exit ("terminate called
+        # without an active exception"). Processes that built their own module (strategy=ddp,
+        # whose ranks live across fits, or a single process) keep theirs.
+        if os.getpid() != self._built_in_pid and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
     def configure_optimizers(self):
