@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_train
+import torch
+from conftest import DEMO_KWARGS, run_train
 
 from ttvis.datamodules import DVIDataModule
+from ttvis.demo import build_demo_run
 from ttvis.run import RunError, TrainingRun, discover_epochs, representation_dim
 from ttvis.subject import SubjectHeadError, load_subject_head
 
@@ -47,6 +49,17 @@ def test_demo_run_is_valid(demo_run):
     assert run.train_index.size == 192 and run.test_index.size == 48
     assert representation_dim(demo_run) == 64
     assert run.train_representations(2).shape == (192, 64)
+
+
+def test_building_the_demo_leaves_the_callers_random_stream_alone(demo_run, tmp_path):
+    """train.py builds the demo inside its seeded run: a first build must not change what the
+    visualizer then draws, and the demo is the same whatever the caller's random state."""
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    again = build_demo_run(tmp_path / "again", **DEMO_KWARGS)
+    assert torch.equal(torch.get_rng_state(), state)
+    for epoch in (1, 3):
+        np.testing.assert_array_equal(_rep(again, epoch), _rep(demo_run, epoch))
 
 
 # ------------------------------------------------------------------ folders and files

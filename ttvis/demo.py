@@ -78,10 +78,14 @@ def build_demo_run(
     split = rng.permutation(n)
     test_index, train_index = np.sort(split[:n_test]), np.sort(split[n_test:])
 
-    torch.manual_seed(seed)
     kwargs = {"in_dim": x.shape[1], "hidden_dim": hidden_dim, "feature_dim": feature_dim}
     kwargs["n_classes"] = int(y.max()) + 1
-    model = demo_model.DigitsMLP(**kwargs)
+    # The initial weights are the only draws from torch's global stream (minibatches use
+    # batch_gen); fork it so the caller's stream is left as it was: train.py builds the demo
+    # inside its own seeded run, and a first build must not change what the visualizer draws.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = demo_model.DigitsMLP(**kwargs)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     x_all, y_all = torch.from_numpy(x), torch.from_numpy(y)
     x_train, y_train = x_all[train_index], y_all[train_index]
