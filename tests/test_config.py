@@ -128,14 +128,21 @@ def test_progress_bar_dropped_when_trainer_disables_it(demo_run):
 def test_warm_fits_use_the_warm_schedule(demo_run):
     from ttvis.training import warm_fit
 
-    cfg = _compose("dvi", "default", demo_run, ["method.warm_max_epochs=5"])
-    module_overrides, trainer_overrides = warm_fit(cfg)
-    scheduler = module_overrides["scheduler"](
-        optimizer=torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
-    )
+    def warm_schedule(overrides):
+        cfg = _compose("dvi", "default", demo_run, overrides)
+        module_overrides, trainer_overrides = warm_fit(cfg)
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        return cfg, module_overrides["scheduler"](optimizer=optimizer), trainer_overrides
+
+    _, scheduler, trainer_overrides = warm_schedule(["method.warm_max_epochs=5"])
     assert isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR)
     assert scheduler.T_max == 5
     assert trainer_overrides == {"max_epochs": 5}
+
+    # Without warm_max_epochs the warm fit runs trainer.max_epochs, and the cosine spans that.
+    cfg, scheduler, trainer_overrides = warm_schedule(["method.warm_max_epochs=null"])
+    assert scheduler.T_max == cfg.trainer.max_epochs
+    assert trainer_overrides == {}
 
     plain = _compose(
         "dvi", "default", demo_run, ["method.warm_scheduler=null", "method.warm_max_epochs=null"]

@@ -97,13 +97,18 @@ def warm_fit(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         ``(module_overrides, trainer_overrides)``: ``{"scheduler": ...}`` from
         ``method.warm_scheduler`` and ``{"max_epochs": ...}`` from ``method.warm_max_epochs``
         (capped by ``trainer.max_epochs``), each present only when that setting is not null.
+        A warm scheduler's null ``T_max`` becomes the fit's length in visualizer epochs.
     """
     module_overrides: dict[str, Any] = {}
     trainer_overrides: dict[str, Any] = {}
-    if cfg.method.get("warm_scheduler") is not None:
-        module_overrides["scheduler"] = instantiate(cfg.method.warm_scheduler)
+    epochs = cfg.trainer.max_epochs
     if cfg.method.get("warm_max_epochs"):
-        trainer_overrides["max_epochs"] = min(cfg.method.warm_max_epochs, cfg.trainer.max_epochs)
+        epochs = min(cfg.method.warm_max_epochs, epochs)
+        trainer_overrides["max_epochs"] = epochs
+    scheduler = cfg.method.get("warm_scheduler")
+    if scheduler is not None:
+        length = {"T_max": epochs} if scheduler.get("T_max", 0) is None else {}
+        module_overrides["scheduler"] = instantiate(scheduler, **length)
     return module_overrides, trainer_overrides
 
 
