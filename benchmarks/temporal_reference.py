@@ -26,6 +26,7 @@ import argparse
 import numpy as np
 
 from ttvis.metrics import (
+    EvaluationError,
     TemporalTracker,
     knn_indices,
     load_projection,
@@ -33,28 +34,30 @@ from ttvis.metrics import (
     require_exports,
     temporal_correlations,
 )
-from ttvis.run import TrainingRun
+from ttvis.run import RunError, TrainingRun
 from ttvis.temporal import data_scale
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("content_path")
-    parser.add_argument("vis", nargs="*", help="export folders under visualize/ (DVI, TimeVis)")
-    parser.add_argument("--k", type=int, default=15, help="neighbours per point")
-    args = parser.parse_args()
-    run = TrainingRun(args.content_path, check_values=False)
-    for vis in args.vis:
+def reference_figures(
+    run: TrainingRun, vis_names: list[str], k: int
+) -> tuple[np.ndarray, dict[str, float]]:
+    """``(kept, figures)``: ``[E - 1]`` mean share of k-NN kept over each consecutive epoch
+    pair (0..1), and the temporal preserving of each reference and each visualizer, by name.
+
+    Raises:
+        EvaluationError: a visualizer without exports for every epoch of the run, or a broken
+            projection file.
+    """
+    for vis in vis_names:
         exported = require_exports(run, vis)
         if exported != run.epochs:
-            raise SystemExit(f"{vis}: exports epochs {exported}, the run has {run.epochs}")
-
+            raise EvaluationError(f"{vis}: exports epochs {exported}; expected {run.epochs}")
     displacement, scaled = TemporalTracker(), TemporalTracker()
-    trackers = {vis: TemporalTracker() for vis in args.vis}
+    trackers = {vis: TemporalTracker() for vis in vis_names}
     rates, prev_knn = [], None
     for epoch in run.epochs:  # one epoch's representations in memory at a time
         x = run.train_representations(epoch)
-        knn = knn_indices(x, args.k)
+        knn = knn_indices(x, k)
         displacement.add(knn, x)
         scaled.add(knn, (x - x.mean(0)) / max(data_scale(x), np.finfo(np.float32).tiny))
         for vis, tracker in trackers.items():
@@ -64,16 +67,34 @@ def main() -> None:
         prev_knn = knn
     rates = np.stack(rates)
     pace = np.broadcast_to(1.0 - rates.mean(1, keepdims=True), rates.shape)
-    pace_corr = temporal_correlations(rates, np.array(pace))
+    figures = {
+        "displacement": displacement.value(),
+        "displacement, centred and scaled": scaled.value(),
+        "run's pace": float(np.nanmean(temporal_correlations(rates, np.array(pace)))),
+    }
+    figures.update({vis: tracker.value() for vis, tracker in trackers.items()})
+    return rates.mean(1), figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("content_path")
+    parser.add_argument("vis", nargs="*", help="export folders under visualize/ (DVI, TimeVis)")
+    parser.add_argument("--k", type=int, default=15, help="neighbours per point")
+    args = parser.parse_args()
+    try:
+        run = TrainingRun(args.content_path, check_values=False)
+        kept, figures = reference_figures(run, args.vis, args.k)
+    except (RunError, EvaluationError) as err:
+        parser.error(" ".join(str(err).splitlines()))  # one line on stderr, exit status 2
 
     print(f"{run.content_path}: {len(run.epochs)} epochs, {run.train_points.size} training points")
-    print("mean kept share per epoch pair: " + " ".join(f"{r:.3f}" for r in rates.mean(1)))
+    print("mean kept share per epoch pair: " + " ".join(f"{r:.3f}" for r in kept))
     print("temporal preserving (ideal -1) if 2-D movement were:")
-    print(f"  displacement                       {displacement.value():7.3f}")
-    print(f"  displacement, centred and scaled   {scaled.value():7.3f}")
-    print(f"  run's pace                         {np.nanmean(pace_corr):7.3f}")
-    for vis, tracker in trackers.items():
-        print(f"{vis:36s} {tracker.value():7.3f}")
+    for key in ("displacement", "displacement, centred and scaled", "run's pace"):
+        print(f"  {key:34s} {figures[key]:7.3f}")
+    for vis in args.vis:
+        print(f"{vis:36s} {figures[vis]:7.3f}")
 
 
 if __name__ == "__main__":
