@@ -388,6 +388,53 @@ def test_anchor_weight_is_the_kept_share_to_the_anchor_power(demo_run, power):
     assert 0 < kept.mean() < 1
 
 
+def test_edge_stream_carries_each_vertexs_anchor_features():
+    reps = _reps()
+    anchor_vertex = torch.tensor([3, -1, 0, 5, -1, 2])
+    stream = EdgeStream(reps, _edge_set(), n_edges=50, batch_size=20, anchor_vertex=anchor_vertex)
+    batch = next(iter(stream))
+    vertices = [int(torch.nonzero((reps == row).all(1))[0]) for row in batch["x"]]
+    want = [v if int(anchor_vertex[v]) < 0 else int(anchor_vertex[v]) for v in vertices]
+    torch.testing.assert_close(batch["anchor_x"], reps[want])
+
+
+def test_anchor_x_is_encoded_and_pulled_with_both_ends_trained():
+    from functools import partial
+
+    from ttvis.modules import VisualizerModule
+    from ttvis.modules.losses import anchor_loss, reconstruction_loss, umap_loss
+
+    gen = torch.Generator().manual_seed(0)
+    x, anchor_x = torch.randn(8, 6, generator=gen), torch.randn(8, 6, generator=gen)
+    weight = torch.rand(8, generator=gen)
+    anchor_x.requires_grad_(True)
+    head_pos, tail_pos = torch.tensor([0, 1, 2, 3]), torch.tensor([4, 5, 6, 7])
+    torch.manual_seed(0)
+    module = VisualizerModule([6, 8, 2], [2, 8, 6], partial(torch.optim.Adam), lambda_anchor=0.5)
+    batch = {
+        "x": x,
+        "head_pos": head_pos,
+        "tail_pos": tail_pos,
+        "anchor_x": anchor_x,
+        "anchor_weight": weight,
+    }
+    torch.manual_seed(1)  # the negatives
+    got = module.training_step(batch, 0)
+    encoder = module.autoencoder.encoder
+    torch.manual_seed(1)
+    with torch.no_grad():
+        z, x_hat = module.autoencoder(x)
+        expected = (
+            umap_loss(z[head_pos], z[tail_pos], module.a, module.b)
+            + reconstruction_loss(x, x_hat)
+            + 0.5 * anchor_loss(z, encoder(anchor_x), weight)
+        )
+    assert float(got.detach()) == pytest.approx(float(expected), rel=1e-5)
+    # Both ends are trained: the loss is not detached from the anchor's encoding.
+    got.backward()
+    assert anchor_x.grad is not None and anchor_x.grad.abs().sum() > 0
+
+
 def test_edge_stream_adds_points_near_the_segment_flips():
     segments = FlipSegments(np.array([0, 2]), np.array([5, 3]), np.array([0.25, 0.75], np.float32))
     reps = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))  # no two collinear

@@ -20,6 +20,7 @@ from ttvis.temporal import (
     fuzzy_union,
     kcenter_greedy,
     kcenter_select_epochs,
+    successor_anchors,
     temporal_knn,
 )
 
@@ -145,6 +146,54 @@ def test_temporal_knn_with_missing_copies():
         want = [m for _, m in others[:2]] + [-1] * (2 - min(2, len(others)))
         assert list(idx[n]) == want
         np.testing.assert_allclose(dist[n][: len(others[:2])], [d for d, _ in others[:2]], 1e-5)
+
+
+@pytest.mark.parametrize("power", [1.0, 16.0])
+def test_successor_anchors_match_brute_force(power):
+    rng = np.random.default_rng(1)
+    n_points, n_epochs, k = 30, 4, 5
+    selections = [np.sort(rng.choice(n_points, 20, replace=False)) for _ in range(n_epochs)]
+    layout = VertexLayout.from_selections(selections, n_points)
+    knn_points = np.stack(
+        [rng.choice(n_points, k, replace=False) for _ in range(layout.n_vertices)]
+    )
+    anchor, weight = successor_anchors(layout, knn_points, power)
+    for n in range(layout.n_vertices):
+        t, i = layout.epoch_pos[n], layout.point[n]
+        later = [
+            m for m in range(layout.n_vertices) if layout.point[m] == i and layout.epoch_pos[m] > t
+        ]
+        if not later:
+            assert anchor[n] == -1 and weight[n] == 0
+            continue
+        m = min(later, key=lambda m: layout.epoch_pos[m])  # the next epoch that has point i
+        assert anchor[n] == m
+        kept = len(set(knn_points[n]) & set(knn_points[m])) / k
+        assert weight[n] == pytest.approx(kept**power, rel=1e-5)
+    assert (anchor >= 0).any() and (anchor == -1).any()
+
+
+def test_timevis_anchors_join_each_sample_to_its_next_epoch(tiny_run):
+    from ttvis.complex import nearest_neighbors
+
+    dm = TimeVisDataModule(tiny_run, n_neighbors=5, anchors=True, anchor_power=2.0)
+    dm.build()
+    n = tiny_run.train_points.size
+    expected_anchor = np.r_[np.arange(n, 3 * n), np.full(n, -1)]
+    np.testing.assert_array_equal(dm.anchor_vertices(), expected_anchor)
+    knn = [nearest_neighbors(tiny_run.train_representations(e), 5).indices for e in tiny_run.epochs]
+    kept = [
+        np.array([len(set(a) & set(b)) / 5 for a, b in zip(knn[t], knn[t + 1], strict=True)])
+        for t in range(2)
+    ]
+    expected_weight = np.r_[kept[0] ** 2, kept[1] ** 2, np.zeros(n)]
+    _, _, _, vertex_data = dm.stream_spec()
+    np.testing.assert_allclose(vertex_data["anchor_weight"].numpy(), expected_weight, rtol=1e-6)
+    assert 0 < expected_weight[:n].mean() < 1
+    plain = TimeVisDataModule(tiny_run, n_neighbors=5)
+    plain.build()
+    assert plain.anchor_vertices() is None
+    assert "anchor_weight" not in plain.stream_spec()[3]
 
 
 def test_fuzzy_union_is_symmetric():

@@ -12,6 +12,10 @@ different epochs are compared as they are, as TimeVis does), weighted with the v
 fuzzy union ``A + A^T - A * A^T``. Everything is vectorised over points; the only Python loops
 run over epochs (and pairs of epochs).
 
+Temporal anchors (:func:`successor_anchors`) pair each vertex with the same point's vertex in
+the next epoch, weighted by the share of spatial k-NN the point kept between them; the
+visualizer pulls each pair together in 2-D in proportion to that weight.
+
 k-center greedy selection (:func:`kcenter_greedy`) is farthest-point sampling; the per-epoch
 budget rule is in :func:`kcenter_select_epochs`.
 """
@@ -25,6 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse
 import torch
+
+from ttvis.complex import neighbour_overlap
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +191,44 @@ def temporal_complex(
             (graph.data[keep], (graph.row[keep], graph.col[keep])), shape=graph.shape
         )
     return graph, knn_idx, knn_dist
+
+
+def successor_anchors(
+    layout: VertexLayout, knn_points: np.ndarray, power: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each vertex's temporal anchor: the same point's vertex in the next epoch that has one,
+    weighted by the share of spatial k-NN the point kept between the two.
+
+    The weight is TimeVis's counterpart of DVI's anchor weight (share kept since the previous
+    epoch, to ``power``): pulling a sample's consecutive copies together in proportion to it
+    keeps samples whose neighbourhood is stable in place and lets those whose neighbourhood
+    changed move, which is what temporal preserving measures.
+
+    Args:
+        layout: the vertex layout.
+        knn_points: ``[V, k]`` int: every vertex's spatial k-NN (self included) as *point*
+            indices (``layout.point`` of the neighbour vertices), so lists of different epochs
+            compare.
+        power: the weight is ``share ** power``.
+
+    Returns:
+        ``(anchor [V] int64, weight [V] float32)``: the anchor vertex, ``-1`` where the point
+        has no vertex in a later epoch (weight 0 there).
+    """
+    table = layout.vertex_of()
+    following = np.full(layout.n_points, -1, dtype=np.int64)
+    next_of = np.empty_like(table)
+    for t in range(layout.n_epochs - 1, -1, -1):  # a loop over epochs, vectorised over points
+        next_of[t] = following
+        following = np.where(table[t] >= 0, table[t], following)
+    anchor = next_of[layout.epoch_pos, layout.point]
+    weight = np.zeros(layout.n_vertices, dtype=np.float32)
+    have = np.flatnonzero(anchor >= 0)
+    if have.size:
+        knn_points = np.asarray(knn_points)
+        kept = neighbour_overlap(knn_points[have], knn_points[anchor[have]])
+        weight[have] = (kept / float(knn_points.shape[1])) ** float(power)
+    return anchor, weight
 
 
 # ------------------------------------------------------------------ k-center greedy

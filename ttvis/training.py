@@ -250,7 +250,8 @@ def fit_timevis(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dic
         model's final mean loss.
     """
     t0 = time.perf_counter()
-    datamodule = instantiate(cfg.method.datamodule)(run=run)
+    anchors = bool(cfg.method.get("lambda_anchor", 0))
+    datamodule = instantiate(cfg.method.datamodule)(run=run, anchors=anchors)
     datamodule.build()
     t1 = time.perf_counter()
     shift, scale = datamodule.input_normalisation()

@@ -36,6 +36,9 @@ class EdgeStream:
         world_size: number of processes.
         vertex_data: optional per-vertex tensors ``{name: [N, ...]}`` gathered into each batch
             alongside ``x`` (e.g. previous positions for the temporal anchor).
+        anchor_vertex: optional ``[N]`` int64 vertex whose features each vertex's temporal
+            anchor is (``-1``: none); each batch then also carries ``anchor_x [U, D]``, those
+            features (a vertex's own where it has none), to be encoded by the visualizer.
         segments: optional segments across the subject's decision boundary; each batch then
             also carries ``boundary_x``: points on ``round(segment_fraction * B)`` of them drawn
             uniformly, at a mixing weight within ``segment_width`` of the flip.
@@ -44,7 +47,8 @@ class EdgeStream:
 
     Yields:
         ``{"x": [U, D], "head_pos": [B], "tail_pos": [B], "counts": [U], **vertex_data}``
-        (and ``"boundary_x": [S, D]`` with segments): the distinct vertices of the batch's
+        (and ``"anchor_x": [U, D]`` with anchor vertices, ``"boundary_x": [S, D]`` with
+        segments): the distinct vertices of the batch's
         edges once, and where each edge's ends sit among them.
     """
 
@@ -58,6 +62,7 @@ class EdgeStream:
         rank: int = 0,
         world_size: int = 1,
         vertex_data: dict[str, Tensor] | None = None,
+        anchor_vertex: Tensor | None = None,
         segments: FlipSegments | None = None,
         segment_fraction: float = 0.0,
         segment_width: float = 0.3,
@@ -76,6 +81,11 @@ class EdgeStream:
         self.seed, self.rank = seed, rank
         self.epoch = 0
         self.vertex_data = {k: v.to(device) for k, v in (vertex_data or {}).items()}
+        self.anchor_vertex: Tensor | None = None
+        if anchor_vertex is not None:
+            own = torch.arange(reps.shape[0], device=device)
+            anchor_vertex = torch.as_tensor(anchor_vertex, device=device)
+            self.anchor_vertex = torch.where(anchor_vertex >= 0, anchor_vertex, own)
         self.segments: tuple[Tensor, Tensor, Tensor] | None = None
         if segments is not None and len(segments) > 0 and segment_fraction > 0:
             self.segments = (
@@ -110,6 +120,8 @@ class EdgeStream:
             }
             for name, values in self.vertex_data.items():
                 batch[name] = values[vertices]
+            if self.anchor_vertex is not None:
+                batch["anchor_x"] = self.reps[self.anchor_vertex[vertices]]
             if self.segments is not None:
                 batch["boundary_x"] = self._segment_points(size, generator)
             yield batch
@@ -156,6 +168,11 @@ class EdgeDataModule(L.LightningDataModule):
         """``(edges, draws per visualizer epoch, seed, per-vertex data)`` for the stream."""
         raise NotImplementedError
 
+    def anchor_vertices(self) -> np.ndarray | None:
+        """``[V']`` each streamed vertex's anchor vertex (``-1``: none; see :class:`EdgeStream`),
+        or None: no anchor features in the batches (the default)."""
+        return None
+
     def segment_spec(self) -> tuple[FlipSegments | None, float, float]:
         """``(segments, fraction, width)`` of the boundary-segment points each batch carries
         (see :class:`EdgeStream`); none by default."""
@@ -188,6 +205,7 @@ class EdgeDataModule(L.LightningDataModule):
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         edges, n_edges, seed, vertex_data = self.stream_spec()
         segments, fraction, width = self.segment_spec()
+        anchor_vertex = self.anchor_vertices()
         self._stream = EdgeStream(
             torch.as_tensor(self.stream_vertices(), device=device),
             edges,
@@ -197,6 +215,7 @@ class EdgeDataModule(L.LightningDataModule):
             rank=trainer.global_rank if trainer is not None else 0,
             world_size=trainer.world_size if trainer is not None else 1,
             vertex_data=vertex_data,
+            anchor_vertex=None if anchor_vertex is None else torch.as_tensor(anchor_vertex),
             segments=segments,
             segment_fraction=fraction,
             segment_width=width,

@@ -18,6 +18,7 @@ from ttvis.temporal import (
     data_scale,
     epoch_balance_factors,
     kcenter_select_epochs,
+    successor_anchors,
     temporal_complex,
 )
 
@@ -46,6 +47,12 @@ class TimeVisDataModule(EdgeDataModule):
         kcenter_max_fraction: cap on any epoch's share.
         epoch_balance: exponent ``p``: epoch t's spatial edges are drawn ``(scale_t)^-p`` times
             as often (:func:`ttvis.temporal.epoch_balance_factors`; 0: every epoch alike).
+        anchors: stream temporal anchors: every batch carries each vertex's anchor vertex's
+            features (``anchor_x``, the same point in the next epoch that has it) and
+            ``anchor_weight``, its share of k-NN kept to the power ``anchor_power``
+            (:func:`ttvis.temporal.successor_anchors`). With k-center sampling the two
+            epochs' neighbour lists are over different selections, so shares run lower.
+        anchor_power: sharpens the anchor weights.
         batch_size: edges per batch and process.
         metric: spatial k-NN metric.
         exact_knn_below: epochs with fewer training points use exact k-NN, larger ones
@@ -64,6 +71,8 @@ class TimeVisDataModule(EdgeDataModule):
         kcenter_fraction: float = 0.2,
         kcenter_max_fraction: float = 1.0,
         epoch_balance: float = 0.0,
+        anchors: bool = False,
+        anchor_power: float = 1.0,
         batch_size: int = 1000,
         metric: str = "euclidean",
         exact_knn_below: int = 10000,
@@ -79,6 +88,8 @@ class TimeVisDataModule(EdgeDataModule):
         self.kcenter_fraction = kcenter_fraction
         self.kcenter_max_fraction = kcenter_max_fraction
         self.epoch_balance = epoch_balance
+        self.anchors = anchors
+        self.anchor_power = anchor_power
         self.metric = metric
         self.exact_knn_below = exact_knn_below
         self.layout: VertexLayout | None = None
@@ -87,6 +98,8 @@ class TimeVisDataModule(EdgeDataModule):
         self.temporal: EdgeSet | None = None
         self.edges: EdgeSet | None = None
         self.n_edges = 0
+        self.anchor: np.ndarray | None = None
+        self.anchor_weight: np.ndarray | None = None
 
     # ------------------------------------------------------------------ building
     def build(self) -> None:
@@ -120,11 +133,12 @@ class TimeVisDataModule(EdgeDataModule):
         layout = self.layout
         reps = np.empty((layout.n_vertices, run.shape.dim), dtype=np.float32)
         heads, tails, weights, sigmas, rhos, scales = [], [], [], [], [], []
+        knn_points = []  # each vertex's k-NN as point indices, comparable across epochs
         for t, epoch in enumerate(run.epochs):
             rows = layout.epoch_slice(t)
             x = run.train_representations(epoch)[layout.point[rows]]
             reps[rows] = x
-            edges, _ = spatial_complex(
+            edges, knn = spatial_complex(
                 x,
                 self.n_neighbors,
                 self.s_n_epochs,
@@ -132,6 +146,7 @@ class TimeVisDataModule(EdgeDataModule):
                 seed=self.seed,
                 exact_below=self.exact_knn_below,
             )
+            knn_points.append(layout.point[rows][knn.indices])
             heads.append(edges.head + rows.start)
             tails.append(edges.tail + rows.start)
             weights.append(edges.weight)
@@ -158,6 +173,18 @@ class TimeVisDataModule(EdgeDataModule):
             sigmas=np.concatenate(sigmas),
             rhos=np.concatenate(rhos),
         )
+        if self.anchors:
+            self.anchor, self.anchor_weight = successor_anchors(
+                layout, np.concatenate(knn_points), self.anchor_power
+            )
+            have = self.anchor >= 0
+            log.info(
+                "temporal anchors: %d vertices, mean weight %.3f (anchor_power=%g)",
+                int(have.sum()),
+                float(self.anchor_weight[have].mean()) if have.any() else 0.0,
+                self.anchor_power,
+            )
+        del knn_points
         t_spatial = time.perf_counter()
         graph, _, _ = temporal_complex(
             reps,
@@ -203,6 +230,13 @@ class TimeVisDataModule(EdgeDataModule):
 
     # ------------------------------------------------------------------ streaming
     def stream_spec(self) -> tuple[EdgeSet, int, int, dict[str, Tensor]]:
-        """The combined edges, their draws, and each vertex's epoch position for the heads."""
-        epoch_pos = {"epoch_pos": torch.as_tensor(self.layout.epoch_pos)}
-        return self.edges, self.n_edges, self.seed * 1_000_003, epoch_pos
+        """The combined edges, their draws, each vertex's epoch position for the heads and,
+        with anchors, each vertex's ``anchor_weight``."""
+        vertex_data = {"epoch_pos": torch.as_tensor(self.layout.epoch_pos)}
+        if self.anchor_weight is not None:
+            vertex_data["anchor_weight"] = torch.as_tensor(self.anchor_weight)
+        return self.edges, self.n_edges, self.seed * 1_000_003, vertex_data
+
+    def anchor_vertices(self) -> np.ndarray | None:
+        """``[V]`` each vertex's anchor vertex (``-1``: none), or None without anchors."""
+        return self.anchor

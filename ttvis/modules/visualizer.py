@@ -58,7 +58,8 @@ class VisualizerModule(L.LightningModule):
 
     A batch, as the edge streams yield it, holds the distinct vertices of ``B`` edges once:
     ``x [U, D]``, ``head_pos [B]`` and ``tail_pos [B]`` (rows of ``x``), and ``counts [U]``;
-    optionally per-vertex ``anchor [U, 2]`` and ``anchor_weight [U]`` (temporal anchors) and
+    optionally per-vertex ``anchor [U, 2]`` or ``anchor_x [U, D]`` and ``anchor_weight [U]``
+    (temporal anchors: positions, or features to encode) and
     ``pred_weight [U]`` (0 leaves a vertex, e.g. a boundary point, out of the prediction loss)
     and ``boundary_x [S, D]``, points near the subject's decision boundary that join the
     reconstruction and prediction losses.
@@ -84,9 +85,11 @@ class VisualizerModule(L.LightningModule):
             the edge length (:func:`interpolate_edges`), so the inverse mapping and the
             prediction loss cover the data's neighbourhood, not only its segments; 0: none.
         lambda_anchor: weight of the positional temporal loss: each vertex is pulled towards
-            its position under the previous visualizer in proportion to the share of its
-            neighbours it kept (batches carry ``anchor`` and ``anchor_weight``), so samples
-            whose neighbourhood is stable stay put and those whose neighbourhood changed move.
+            its anchor in proportion to the share of its neighbours it kept (``anchor_weight``),
+            so samples whose neighbourhood is stable stay put and those whose neighbourhood
+            changed move. The anchor is the vertex's position under the previous visualizer
+            (DVI: batches carry ``anchor [U, 2]``) or the position this visualizer gives the
+            same sample's next-epoch copy (TimeVis: ``anchor_x [U, D]``, both ends trained).
         negative_sample_rate: negatives per edge in the UMAP loss.
         spread, min_dist: UMAP curve shape, turned into ``a, b`` by umap-learn.
         repulsion_strength: weight of the UMAP loss's negative term.
@@ -241,10 +244,12 @@ class VisualizerModule(L.LightningModule):
             loss_temporal = temporal_loss(list(self.autoencoder.parameters()), self._anchors)
             total = total + self.temporal_weight * loss_temporal
             losses["temporal"] = loss_temporal
-        if self.lambda_anchor > 0 and "anchor" in batch:
-            loss_anchor = anchor_loss(
-                z, batch["anchor"], batch["anchor_weight"], batch.get("counts")
-            )
+        if self.lambda_anchor > 0 and ("anchor" in batch or "anchor_x" in batch):
+            if "anchor_x" in batch:  # TimeVis: where this visualizer puts the anchor vertex
+                anchor = self.autoencoder.encoder(self.normalise(batch["anchor_x"]))
+            else:  # DVI: the position under the previous visualizer
+                anchor = batch["anchor"]
+            loss_anchor = anchor_loss(z, anchor, batch["anchor_weight"], batch.get("counts"))
             total = total + self.lambda_anchor * loss_anchor
             losses["anchor"] = loss_anchor
         losses["total"] = total
