@@ -298,6 +298,21 @@ def neighbour_overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return hit.sum(1).astype(np.int64)
 
 
+def neighbour_preserving_rate(prev_knn: np.ndarray, curr_knn: np.ndarray) -> np.ndarray:
+    """Share of each point's k-NN kept from one epoch to the next.
+
+    Args:
+        prev_knn: ``[M, k]`` neighbour indices at epoch t-1.
+        curr_knn: ``[M, k]`` neighbour indices of the same points at epoch t.
+
+    Returns:
+        ``[M]`` float64 in 0..1.
+    """
+    if prev_knn.shape != curr_knn.shape:
+        raise ValueError(f"k-NN shapes differ: {prev_knn.shape} vs {curr_knn.shape}")
+    return neighbour_overlap(prev_knn, curr_knn) / float(curr_knn.shape[1])
+
+
 def combine_edges(
     spatial: EdgeSet, temporal: EdgeSet, s_n_epochs: float, t_n_epochs: float
 ) -> tuple[EdgeSet, int]:

@@ -37,7 +37,13 @@ import numpy as np
 import torch
 
 from ttvis.boundary import boundary_points
-from ttvis.complex import KNNGraph, exact_knn, neighbour_overlap, query_knn
+from ttvis.complex import (
+    KNNGraph,
+    exact_knn,
+    neighbour_overlap,
+    neighbour_preserving_rate,
+    query_knn,
+)
 from ttvis.export import atomic_write_text, epochs_with_projection
 from ttvis.modules.autoencoder import Autoencoder
 from ttvis.run import TrainingRun
@@ -284,21 +290,6 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ temporal preserving
-
-
-def neighbour_preserving_rate(prev_knn: np.ndarray, curr_knn: np.ndarray) -> np.ndarray:
-    """Share of each point's k-NN kept from one epoch to the next.
-
-    Args:
-        prev_knn: ``[M, k]`` neighbour indices at epoch t-1.
-        curr_knn: ``[M, k]`` neighbour indices of the same points at epoch t.
-
-    Returns:
-        ``[M]`` float64 in 0..1.
-    """
-    if prev_knn.shape != curr_knn.shape:
-        raise ValueError(f"k-NN shapes differ: {prev_knn.shape} vs {curr_knn.shape}")
-    return neighbour_overlap(prev_knn, curr_knn) / float(curr_knn.shape[1])
 
 
 def movement(prev_low: np.ndarray, curr_low: np.ndarray) -> np.ndarray:

@@ -30,7 +30,7 @@ import numpy as np
 import scipy.sparse
 import torch
 
-from ttvis.complex import neighbour_overlap
+from ttvis.complex import neighbour_preserving_rate
 
 log = logging.getLogger(__name__)
 
@@ -226,8 +226,8 @@ def successor_anchors(
     have = np.flatnonzero(anchor >= 0)
     if have.size:
         knn_points = np.asarray(knn_points)
-        kept = neighbour_overlap(knn_points[have], knn_points[anchor[have]])
-        weight[have] = (kept / float(knn_points.shape[1])) ** float(power)
+        kept = neighbour_preserving_rate(knn_points[have], knn_points[anchor[have]])
+        weight[have] = kept ** float(power)
     return anchor, weight
 
 

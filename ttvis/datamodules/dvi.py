@@ -10,7 +10,13 @@ import torch
 from torch import Tensor
 
 from ttvis.boundary import FlipSegments, boundary_complex, boundary_points, flip_segments
-from ttvis.complex import EdgeSet, KNNGraph, combine_edges, neighbour_overlap, spatial_complex
+from ttvis.complex import (
+    EdgeSet,
+    KNNGraph,
+    combine_edges,
+    neighbour_preserving_rate,
+    spatial_complex,
+)
 from ttvis.datamodules.edges import EdgeDataModule
 from ttvis.run import TrainingRun
 from ttvis.subject import SubjectHead
@@ -123,9 +129,7 @@ class DVIDataModule(EdgeDataModule):
         if self.boundary_mix_fraction > 0:
             self.segments = self._flip_segments()
         if self.prev_knn is not None:
-            self.persistence = neighbour_overlap(self.prev_knn.indices, self.knn.indices) / float(
-                self.n_neighbors
-            )
+            self.persistence = neighbour_preserving_rate(self.prev_knn.indices, self.knn.indices)
         log.info(
             "epoch %d: complex of %d points and %d boundary points, %d edges (%d to boundary "
             "points), %d draws per visualizer epoch, %d segments across the decision boundary "
