@@ -48,8 +48,8 @@ class EdgeStream:
     Yields:
         ``{"x": [U, D], "head_pos": [B], "tail_pos": [B], "counts": [U], **vertex_data}``
         (and ``"anchor_x": [U, D]`` with anchor vertices, ``"boundary_x": [S, D]`` with
-        segments): the distinct vertices of the batch's
-        edges once, and where each edge's ends sit among them.
+        segments): the distinct vertices of the batch's edges once, and where each edge's ends
+        sit among them.
     """
 
     def __init__(
@@ -62,7 +62,7 @@ class EdgeStream:
         rank: int = 0,
         world_size: int = 1,
         vertex_data: dict[str, Tensor] | None = None,
-        anchor_vertex: Tensor | None = None,
+        anchor_vertex: np.ndarray | Tensor | None = None,
         segments: FlipSegments | None = None,
         segment_fraction: float = 0.0,
         segment_width: float = 0.3,
@@ -205,7 +205,6 @@ class EdgeDataModule(L.LightningDataModule):
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         edges, n_edges, seed, vertex_data = self.stream_spec()
         segments, fraction, width = self.segment_spec()
-        anchor_vertex = self.anchor_vertices()
         self._stream = EdgeStream(
             torch.as_tensor(self.stream_vertices(), device=device),
             edges,
@@ -215,7 +214,7 @@ class EdgeDataModule(L.LightningDataModule):
             rank=trainer.global_rank if trainer is not None else 0,
             world_size=trainer.world_size if trainer is not None else 1,
             vertex_data=vertex_data,
-            anchor_vertex=None if anchor_vertex is None else torch.as_tensor(anchor_vertex),
+            anchor_vertex=self.anchor_vertices(),
             segments=segments,
             segment_fraction=fraction,
             segment_width=width,
