@@ -119,6 +119,15 @@ def _too_few_training_samples(run: Path):
     return ["method.n_neighbors=5"], ["5 training points", "n_neighbors=5", "at least 6"]
 
 
+def _negative_anchor_power(run: Path):
+    return ["method.anchor_power=-1"], ["method.anchor_power=-1", "expected a number >= 0"]
+
+
+def _negative_timevis_anchor(run: Path):
+    args = ["method=timevis", "method.lambda_anchor=-0.1"]
+    return args, ["method.lambda_anchor=-0.1", "expected a number >= 0"]
+
+
 BAD_INPUTS: dict[str, Callable[[Path], tuple[list[str], list[str]]]] = {
     "missing_folder": _missing_folder,
     "no_representation_folder": _no_representation_folder,
@@ -133,6 +142,8 @@ BAD_INPUTS: dict[str, Callable[[Path], tuple[list[str], list[str]]]] = {
     "config_class_count": _config_class_count,
     "unknown_epoch": _unknown_epoch,
     "too_few_training_samples": _too_few_training_samples,
+    "negative_anchor_power": _negative_anchor_power,
+    "negative_timevis_anchor": _negative_timevis_anchor,
 }
 
 
