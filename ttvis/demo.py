@@ -1,13 +1,20 @@
-"""The bundled demo run: a real classifier trained on scikit-learn's digits, saved every epoch.
+"""The bundled demo runs: real classifiers trained on real data, saved every epoch.
 
-``build_demo_run`` trains :class:`ttvis.demo_model.DigitsMLP` on the 1,797 8x8 digit images
-that ship with scikit-learn (no network) and writes the full run-folder layout of DESIGN.md §1:
+``build_demo_run`` trains :class:`ttvis.demo_model.DigitsMLP` on one of two data sets that need
+no network: the 1,797 8x8 digit images that ship with scikit-learn (``data="digits"``), or
+MNIST-1D (``data="mnist1d"``, 6,000 procedurally generated 40-sample signals, a harder task:
+an MLP reaches about 60-70%; needs ``pip install mnist1d``), with one of several training
+recipes (:data:`RECIPES`: Adam; SGD with momentum, whose first epochs' features are several
+times smaller than later ones; a wide network at a high rate, whose features change fast).
+Together they are the family of runs ttvis's defaults are tuned and judged on. It writes the
+full run-folder layout of DESIGN.md §1:
 ``model/{e}.pth``, ``dataset/representation/{e}.npy`` (the 64-d penultimate features),
 ``dataset/prediction/{e}.npy`` (logits), ``dataset/label/labels.npy``, ``index.json`` (80/20
 split), ``config.json`` and ``model.py``. The folder appears atomically: it is built under a
 temporary name and renamed when complete.
 
-Command line: ``python -m ttvis.demo OUT_DIR [--epochs 10] [--samples N] [--seed 0]``.
+Command line: ``python -m ttvis.demo OUT_DIR [--data digits|mnist1d] [--recipe adam|sgd|wide]
+[--epochs 10] [--samples N] [--seed 0]``.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import logging
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +38,76 @@ from ttvis.run import REPRESENTATION_DIR, TrainingRun
 log = logging.getLogger(__name__)
 
 DEMO_CLASS = "DigitsMLP"
+DATASETS = ("digits", "mnist1d")
+MNIST1D_SAMPLES = 6000  # MNIST-1D's generator default is 5,000; 4,800 train + 1,200 test
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the demo classifier is trained.
+
+    Attributes:
+        optimizer: ``"adam"`` or ``"sgd"`` (with ``momentum``).
+        lr: learning rate.
+        momentum: SGD momentum (ignored by Adam).
+        batch_size: classifier minibatch size.
+        hidden_dim: width of the first hidden layer.
+    """
+
+    optimizer: str
+    lr: float
+    momentum: float = 0.0
+    batch_size: int = 32
+    hidden_dim: int = 128
+
+
+RECIPES = {
+    "adam": Recipe("adam", lr=2e-3),
+    # Small steps from a small start: epoch 1's features are several times smaller than later
+    # epochs' (the case one input normalisation for all epochs handles worst).
+    "sgd": Recipe("sgd", lr=0.01, momentum=0.9, batch_size=64),
+    # Four times wider at a high rate: neighbourhoods change fast between epochs.
+    "wide": Recipe("adam", lr=1e-2, batch_size=64, hidden_dim=512),
+}
+
+
+def load_demo_data(data: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The demo's inputs and labels, before the seeded shuffle.
+
+    Args:
+        data: ``"digits"`` (scikit-learn's 1,797 8x8 images, pixels scaled to 0..1) or
+            ``"mnist1d"`` (:data:`MNIST1D_SAMPLES` MNIST-1D signals of 40 samples, generated
+            with ``seed``; needs the ``mnist1d`` package).
+        seed: MNIST-1D's generator seed (digits are fixed).
+
+    Returns:
+        ``(x [N, F] float32, y [N] int64)``.
+    """
+    if data == "digits":
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        return (digits.data / 16.0).astype(np.float32), digits.target.astype(np.int64)
+    if data == "mnist1d":
+        try:
+            from mnist1d.data import get_dataset_args, make_dataset
+        except ImportError as err:
+            raise ImportError(
+                "data='mnist1d' needs the mnist1d package: pip install mnist1d "
+                "(or pip install -e '.[bench]')"
+            ) from err
+        args = get_dataset_args()
+        args.num_samples, args.seed = MNIST1D_SAMPLES, seed
+        # Its generator seeds numpy's global stream: leave the caller's as it was.
+        state = np.random.get_state()  # noqa: NPY002
+        try:
+            made = make_dataset(args)
+        finally:
+            np.random.set_state(state)  # noqa: NPY002
+        x = np.concatenate([made["x"], made["x_test"]]).astype(np.float32)
+        y = np.concatenate([made["y"], made["y_test"]]).astype(np.int64)
+        return x, y
+    raise ValueError(f"data={data!r}: expected one of {', '.join(DATASETS)}")
 
 
 def build_demo_run(
@@ -37,10 +115,12 @@ def build_demo_run(
     n_epochs: int = 10,
     n_samples: int | None = None,
     test_fraction: float = 0.2,
-    hidden_dim: int = 128,
+    data: str = "digits",
+    recipe: str = "adam",
+    hidden_dim: int | None = None,
     feature_dim: int = 64,
-    batch_size: int = 32,
-    lr: float = 2e-3,
+    batch_size: int | None = None,
+    lr: float | None = None,
     seed: int = 0,
 ) -> Path:
     """Train the demo classifier and write its run folder.
@@ -48,31 +128,37 @@ def build_demo_run(
     Args:
         out_dir: folder to create; must not exist yet.
         n_epochs: subject training epochs, one saved snapshot each (epochs ``1..n_epochs``).
-        n_samples: use the first ``n_samples`` digits (after a seeded shuffle); all 1,797 if None.
+        n_samples: use the first ``n_samples`` samples (after a seeded shuffle); all if None.
         test_fraction: share of samples listed as ``test`` in ``index.json``.
-        hidden_dim: first hidden layer width of the classifier.
+        data: ``"digits"`` or ``"mnist1d"`` (:func:`load_demo_data`).
+        recipe: a key of :data:`RECIPES`: optimizer, rate, minibatch and width.
+        hidden_dim: first hidden layer width; None: the recipe's.
         feature_dim: D, the representation width.
-        batch_size: classifier minibatch size.
-        lr: classifier Adam learning rate.
-        seed: seeds the shuffle, the split, the initial weights and the minibatch order.
+        batch_size: classifier minibatch size; None: the recipe's.
+        lr: classifier learning rate; None: the recipe's.
+        seed: seeds the data (MNIST-1D), the shuffle, the split, the initial weights and the
+            minibatch order.
 
     Returns:
         The created folder.
     """
-    from sklearn.datasets import load_digits
-
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe={recipe!r}: expected one of {', '.join(RECIPES)}")
+    plan = RECIPES[recipe]
+    hidden_dim = plan.hidden_dim if hidden_dim is None else hidden_dim
+    batch_size = plan.batch_size if batch_size is None else batch_size
+    lr = plan.lr if lr is None else lr
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise FileExistsError(f"{out_dir} already exists; the demo generator never overwrites")
+    x_raw, y_raw = load_demo_data(data, seed)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
 
     rng = np.random.default_rng(seed)
-    digits = load_digits()
-    order = rng.permutation(len(digits.target))
+    order = rng.permutation(len(y_raw))
     if n_samples is not None:
         order = order[:n_samples]
-    x = (digits.data[order] / 16.0).astype(np.float32)  # pixel intensities 0..16 -> 0..1
-    y = digits.target[order].astype(np.int64)
+    x, y = x_raw[order], y_raw[order]
     n = len(y)
     n_test = int(round(test_fraction * n))
     split = rng.permutation(n)
@@ -86,7 +172,10 @@ def build_demo_run(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = demo_model.DigitsMLP(**kwargs)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    if plan.optimizer == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=plan.momentum)
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     x_all, y_all = torch.from_numpy(x), torch.from_numpy(y)
     x_train, y_train = x_all[train_index], y_all[train_index]
     batch_gen = torch.Generator().manual_seed(seed)
@@ -105,7 +194,7 @@ def build_demo_run(
                 "classes": [str(c) for c in range(kwargs["n_classes"])],
             },
             "subject_model": {"class": DEMO_CLASS, "kwargs": kwargs},
-            "source": "ttvis demo: scikit-learn digits, DigitsMLP",
+            "source": f"ttvis demo: {data}, DigitsMLP, recipe {recipe} ({plan})",
         }
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         (tmp / "model.py").write_text(inspect.getsource(demo_model))
@@ -146,22 +235,39 @@ def build_demo_run(
     return out_dir
 
 
-def ensure_demo_run(cache_dir: str | Path, n_epochs: int = 10, seed: int = 0) -> Path:
+def demo_run_name(data: str = "digits", recipe: str = "adam", n_epochs: int = 10, seed: int = 0):
+    """Folder name of a cached demo run: ``demo-{data}[-{recipe}]-e{n_epochs}-s{seed}`` (the
+    default recipe, Adam, is left out)."""
+    tag = data if recipe == "adam" else f"{data}-{recipe}"
+    return f"demo-{tag}-e{n_epochs}-s{seed}"
+
+
+def ensure_demo_run(
+    cache_dir: str | Path,
+    n_epochs: int = 10,
+    seed: int = 0,
+    data: str = "digits",
+    recipe: str = "adam",
+) -> Path:
     """Return the cached demo run under ``cache_dir``, building it the first time.
 
     Args:
         cache_dir: folder for ttvis's cached data (``~/.cache/ttvis`` by default, see
             ``conf/config.yaml``).
         n_epochs: subject epochs of the demo.
-        seed: demo seed; each (epochs, seed) pair has its own folder.
+        seed: demo seed.
+        data: ``"digits"`` or ``"mnist1d"``.
+        recipe: a key of :data:`RECIPES`.
 
     Returns:
-        ``{cache_dir}/demo-digits-e{n_epochs}-s{seed}``.
+        ``{cache_dir}/{demo_run_name(data, recipe, n_epochs, seed)}``.
     """
-    path = Path(cache_dir).expanduser() / f"demo-digits-e{n_epochs}-s{seed}"
+    path = Path(cache_dir).expanduser() / demo_run_name(data, recipe, n_epochs, seed)
     if not (path / REPRESENTATION_DIR).is_dir():
-        log.info("Building the demo run (scikit-learn digits, %d epochs) in %s", n_epochs, path)
-        build_demo_run(path, n_epochs=n_epochs, seed=seed)
+        log.info(
+            "Building the demo run (%s, recipe %s, %d epochs) in %s", data, recipe, n_epochs, path
+        )
+        build_demo_run(path, n_epochs=n_epochs, seed=seed, data=data, recipe=recipe)
     return path
 
 
@@ -169,13 +275,20 @@ def main(argv: list[str] | None = None) -> None:
     """Command-line entry: build a demo run folder."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--data", choices=DATASETS, default="digits")
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="adam")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--samples", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     path = build_demo_run(
-        args.out_dir, n_epochs=args.epochs, n_samples=args.samples, seed=args.seed
+        args.out_dir,
+        n_epochs=args.epochs,
+        n_samples=args.samples,
+        data=args.data,
+        recipe=args.recipe,
+        seed=args.seed,
     )
     print(TrainingRun(path))
 

@@ -3,7 +3,8 @@
 ``${ttvis.rep_dim:PATH}``            D of the run's representations, read from one ``.npy`` header.
 ``${ttvis.encoder_dims:D,HIDDEN,L}``  ``[D, *HIDDEN, L]``.
 ``${ttvis.decoder_dims:L,HIDDEN,D}``  ``[L, *reversed(HIDDEN), D]``.
-``${ttvis.demo_run:CACHE,EPOCHS,SEED}`` path of the bundled demo run, built on first use.
+``${ttvis.demo_run:CACHE,EPOCHS,SEED,DATA,RECIPE}`` path of a bundled demo run, built on first
+    use.
 ``${ttvis.job_vis_name:NAME}``  ``NAME`` in a single run; in a Hydra multirun job
     ``NAME_OVERRIDES`` (the job's own overrides, commas as "+"), so the jobs of a sweep export
     into different folders.
@@ -31,10 +32,15 @@ def _decoder_dims(latent_dim: int, hidden: ListConfig, output_dim: int) -> ListC
     return OmegaConf.create(dims)
 
 
-def _demo_run(cache_dir: str, epochs: int = 10, seed: int = 0) -> str:
+def _demo_run(
+    cache_dir: str, epochs: int = 10, seed: int = 0, data: str = "digits", recipe: str = "adam"
+) -> str:
     from ttvis.demo import ensure_demo_run
 
-    return str(ensure_demo_run(cache_dir, n_epochs=int(epochs), seed=int(seed)))
+    path = ensure_demo_run(
+        cache_dir, n_epochs=int(epochs), seed=int(seed), data=data, recipe=recipe
+    )
+    return str(path)
 
 
 def _job_vis_name(name: str) -> str:
