@@ -264,9 +264,13 @@ class Recorder:
         atomic_save_npy(self.out_dir / REPRESENTATION_DIR / f"{epoch}.npy", features)
         seconds = time.perf_counter() - start
         self.seconds[epoch] = seconds
+        correct = result.predictions.argmax(1) == result.labels
         log.info(
-            "recorded epoch %d into %s: %.2f s extra (pass %.2f s, writing %.2f s)",
+            "recorded epoch %d into %s: %.2f s extra (pass %.2f s, writing %.2f s); "
+            "accuracy train %.3f, test %s",
             epoch, self.out_dir, seconds, pass_seconds, seconds - pass_seconds,
+            correct[: self.n_train].mean(),
+            f"{correct[self.n_train :].mean():.3f}" if self.n_test else "-",
         )  # fmt: skip
         return seconds
 
