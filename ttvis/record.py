@@ -255,9 +255,10 @@ class Recorder:
         )  # fmt: skip
         pass_seconds = time.perf_counter() - start
         state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        if (self.out_dir / LABELS_FILE).exists():
+            self._check_same_run(result)  # before anything is written
         if not self._layout_written:
             self._write_layout(result, state)
-        self._check_same_run(result)
         atomic_torch_save(self.out_dir / MODEL_DIR / f"{epoch}.pth", state)
         atomic_save_npy(self.out_dir / PREDICTION_DIR / f"{epoch}.npy", result.predictions)
         features = result.features.astype(DTYPES[self.dtype], copy=False)
@@ -294,8 +295,11 @@ class Recorder:
         """Labels, ``index.json`` and ``config.json`` (merged into an existing one), and the
         decision how ttvis will get the subject head; checked against what is there."""
         n_classes = result.predictions.shape[1]
-        if self.classes is None:
-            self.classes = [str(c) for c in range(n_classes)]
+        config_path = self.out_dir / CONFIG_FILE
+        config = json.loads(config_path.read_text()) if config_path.exists() else {}
+        if self.classes is None:  # the folder's own names when it has them, else "0".."C-1"
+            found = (config.get("dataset") or {}).get("classes")
+            self.classes = [str(c) for c in (found or range(n_classes))]
         if len(self.classes) != n_classes:
             raise RecordError(
                 f"{len(self.classes)} class names {self.classes[:5]}..., but the model outputs "
@@ -313,8 +317,6 @@ class Recorder:
         n = self.n_train + self.n_test
         index = {"train": list(range(self.n_train)), "test": list(range(self.n_train, n))}
         atomic_write_text(self.out_dir / INDEX_FILE, json.dumps(index))
-        config_path = self.out_dir / CONFIG_FILE
-        config = json.loads(config_path.read_text()) if config_path.exists() else {}
         config = with_tool_entries(config, CLASSIFICATION, self.classes)
         config["dataset"]["classes"] = self.classes
         recipe = self._subject_head(result, state)
@@ -333,7 +335,8 @@ class Recorder:
         head, or an importable class recipe for ``config.json``; None when linear or
         impossible."""
         rows = min(result.features.shape[0], LINEARITY_CHECK_ROWS)
-        residual = LinearHead.fit(result.features[:rows], result.predictions[:rows]).residual
+        stored = result.features[:rows].astype(DTYPES[self.dtype])  # what ttvis will fit on
+        residual = LinearHead.fit(stored, result.predictions[:rows]).residual
         if residual <= MAX_LINEAR_RESIDUAL:
             self.subject_head = "linear"
             log.info(
