@@ -25,7 +25,7 @@ from ttvis.demo_model import DigitsMLP
 from ttvis.record import Recorder, RecordTrainingDynamics
 from ttvis.record_pass import RecordError
 from ttvis.run import RunError, TrainingRun
-from ttvis.subject import LinearHead, ModelHead, load_subject_head
+from ttvis.subject import LinearHead, ModelHead, SubjectHeadError, load_subject_head
 
 N_SAMPLES, N_TRAIN = 300, 240
 CLASSES = [f"digit {c}" for c in range(10)]
@@ -185,17 +185,38 @@ def test_a_named_layer_gives_flattened_features_found_by_suffix(tmp_path):
         Recorder(tmp_path / "x", model, train_data=train).save(1)
 
 
-def test_float16_representations_are_read_by_ttvis(tmp_path):
+def test_float16_representations_are_read_by_ttvis_and_rounding_is_not_taken_for_a_nonlinear_head(
+    tmp_path,
+):
     train, test = digits()
     torch.manual_seed(0)
     model = DigitsMLP(hidden_dim=32, feature_dim=16)
     sgd_epoch(model, train, seed=0)
-    Recorder(tmp_path / "run", model, train_data=train, test_data=test, dtype="float16").save(1)
+    with torch.no_grad():
+        model.body[2].bias += 20.0  # features near 20, where float16's spacing is 1/64
+    recorder = Recorder(tmp_path / "run", model, train_data=train, test_data=test, dtype="float16")
+    recorder.save(1)
     assert np.load(tmp_path / "run/dataset/representation/1.npy").dtype == np.float16
+    assert recorder.subject_head == "linear"
     run = TrainingRun(tmp_path / "run")
     assert run.train_representations(1).dtype == np.float32
     head = load_subject_head(run, 1)
-    assert isinstance(head, LinearHead) and head.residual < 1e-3
+    # Rounding alone puts the fit above the float32 limit; ttvis still takes the linear head.
+    assert isinstance(head, LinearHead) and head.residual > 1e-3
+    reps = torch.from_numpy(np.array(run.representations(1), dtype=np.float32))
+    agree = head.predict(reps).argmax(1).numpy() == run.predictions(1).argmax(1)
+    assert agree.mean() > 0.99
+    # A head that is not linear stays refused in float16.
+    torch.manual_seed(0)
+    nonlinear = MLPHeadNet()
+    sgd_epoch(nonlinear, train, seed=0)
+    other = Recorder(
+        tmp_path / "mlp", nonlinear, train_data=train, dtype="float16", model_class="x:Y"
+    )
+    other.save(1)
+    assert other.subject_head == "none"
+    with pytest.raises(SubjectHeadError, match="not a linear function"):
+        load_subject_head(TrainingRun(tmp_path / "mlp"), 1)
 
 
 def test_a_nonlinear_head_is_stored_as_an_importable_class_and_loaded_by_ttvis(tmp_path, caplog):

@@ -336,8 +336,9 @@ class Recorder:
         impossible."""
         rows = min(result.features.shape[0], LINEARITY_CHECK_ROWS)
         stored = result.features[:rows].astype(DTYPES[self.dtype])  # what ttvis will fit on
-        residual = LinearHead.fit(stored, result.predictions[:rows]).residual
-        if residual <= MAX_LINEAR_RESIDUAL:
+        head = LinearHead.fit(stored, result.predictions[:rows])
+        residual = head.residual
+        if head.accepts(MAX_LINEAR_RESIDUAL):
             self.subject_head = "linear"
             log.info(
                 "backgrounds: the outputs are linear in the recorded features (least-squares "

@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 # The largest relative least-squares residual at which a linear head recovered from
 # (representation, prediction) pairs is accepted (conf: export.max_linear_residual).
 MAX_LINEAR_RESIDUAL = 1e-3
+# A linear head is also accepted when its residual is within this many times the residual
+# that rounding the stored representations (e.g. to float16) alone explains.
+ROUNDING_MARGIN = 2.0
 
 
 class SubjectHeadError(RuntimeError):
@@ -64,20 +67,38 @@ class LinearHead(SubjectHead):
         weight: ``[D, C]``.
         bias: ``[C]``.
         residual: relative Frobenius residual of the fit on the data it came from.
+        rounding: the relative residual that rounding those representations to their stored
+            dtype explains by itself (about 1e-3 for float16 at small logit spreads, ~1e-7
+            for float32).
     """
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, residual: float) -> None:
+    def __init__(
+        self, weight: torch.Tensor, bias: torch.Tensor, residual: float, rounding: float = 0.0
+    ) -> None:
         super().__init__()
         self.register_buffer("weight", weight)
         self.register_buffer("bias", bias)
         self.residual = residual
+        self.rounding = rounding
+
+    def accepts(self, max_linear_residual: float = MAX_LINEAR_RESIDUAL) -> bool:
+        """Whether the fit is linear enough: residual below ``max_linear_residual`` plus
+        :data:`ROUNDING_MARGIN` times what the stored dtype's rounding explains."""
+        return self.residual <= max_linear_residual + ROUNDING_MARGIN * self.rounding
 
     def forward(self, reps: torch.Tensor) -> torch.Tensor:
         return reps @ self.weight + self.bias
 
     @classmethod
     def fit(cls, reps: np.ndarray, logits: np.ndarray) -> LinearHead:
-        """Least-squares fit on ``reps [N, D]`` and ``logits [N, C]`` (float64 internally)."""
+        """Least-squares fit on ``reps [N, D]`` and ``logits [N, C]`` (float64 internally).
+
+        ``rounding`` is estimated from ``reps``'s own dtype: rounding to nearest leaves an
+        error of at most half a unit in the last place, ``|x| * eps / 2``, uniform, so of
+        variance ``x**2 * eps**2 / 12`` (an upper bound), carried to the logits by the fitted
+        weights.
+        """
+        eps = float(np.finfo(reps.dtype).eps) if np.issubdtype(reps.dtype, np.floating) else 0.0
         x = np.asarray(reps, dtype=np.float64)
         p = np.asarray(logits, dtype=np.float64)
         # Centre both sides so the bias is solved exactly and the system stays well conditioned.
@@ -87,7 +108,9 @@ class LinearHead(SubjectHead):
         fitted = x @ w + b
         scale = np.linalg.norm(p - p_mean) or 1.0
         residual = float(np.linalg.norm(fitted - p) / scale)
-        return cls(torch.from_numpy(w).float(), torch.from_numpy(b).float(), residual)
+        noise_var = (x**2).sum(0) * eps**2 / 12  # [D], summed over samples
+        rounding = float(np.sqrt((noise_var * (w**2).sum(1)).sum()) / scale)
+        return cls(torch.from_numpy(w).float(), torch.from_numpy(b).float(), residual, rounding)
 
 
 class ModelHead(SubjectHead):
@@ -282,10 +305,11 @@ def load_subject_head(
             "map each feature to a prediction"
         )
     head = LinearHead.fit(run.representations(epoch), logits)
-    if head.residual > max_linear_residual:
+    if not head.accepts(max_linear_residual):
         raise SubjectHeadError(
             f"epoch {epoch}: predictions are not a linear function of the representations "
-            f"(least-squares relative residual {head.residual:.2e} > {max_linear_residual:.0e}); "
+            f"(least-squares relative residual {head.residual:.2e} > {max_linear_residual:.0e}"
+            f" + {ROUNDING_MARGIN:g} x {head.rounding:.1e} from rounding); "
             f"put the subject model's code in {run.model_code_path} so backgrounds and "
             "prediction metrics can use the real head"
         )
