@@ -380,8 +380,10 @@ def test_example_records_a_run_that_train_py_visualizes(tmp_path):
     assert time.perf_counter() - start < 120
     config = json.loads((out / "config.json").read_text())
     assert config["recorder"] == {"features": "embed", "dtype": "float16", "subject_head": "linear"}
+    inputs = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     run_train([f"content_path={out}"], tmp_path)
     check_export(out, [1, 2])
+    assert {p: p.read_bytes() for p in inputs} == inputs  # train.py never modifies its input
 
 
 def test_tool_config_adds_the_tools_attributes_only_when_asked_keeping_a_backup(run_copy, tmp_path):
