@@ -121,7 +121,9 @@ def test_pass_runs_in_eval_mode_without_gradients_and_restores_each_modules_mode
     model.head.eval()  # a user's partly frozen model: this flag must survive too
     running_mean = model.body[1].running_mean.clone()
     recorder = Recorder(tmp_path / "run", model, train_data=train, test_data=test)
+    rng_state = torch.get_rng_state()
     recorder.save(1)
+    assert torch.equal(torch.get_rng_state(), rng_state)  # the user's training draws as before
     assert model.training and model.body.training and not model.head.training
     assert torch.equal(model.body[1].running_mean, running_mean)  # BatchNorm ran in eval mode
     assert all(p.grad is None for p in model.parameters())

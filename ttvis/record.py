@@ -383,7 +383,8 @@ class Recorder:
         except TypeError as err:
             return None, f"its constructor arguments are not JSON-serialisable ({err})"
         try:
-            model = import_class(target, "model_class")(**kwargs)
+            with torch.random.fork_rng(devices=[]):  # building it must not move the user's stream
+                model = import_class(target, "model_class")(**kwargs)
             model.load_state_dict(state)
             rows = min(result.features.shape[0], RECIPE_CHECK_ROWS)
             with torch.no_grad():

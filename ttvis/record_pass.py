@@ -2,8 +2,9 @@
 
 One fixed-order pass (train rows, then test rows; no shuffling) over the user's evaluation
 datasets, in ``eval()`` mode without gradients; the model's train/eval mode is restored
-afterwards, module by module. Features come from a named module (a forward hook, output
-flattened to ``[B, D]``) or from the model's ``feature()`` method.
+afterwards, module by module, and torch's global random stream is left untouched. Features
+come from a named module (a forward hook, output flattened to ``[B, D]``) or from the model's
+``feature()`` method.
 """
 
 from __future__ import annotations
@@ -180,7 +181,12 @@ def record_pass(
     n = len(data)
     if n == 0:
         raise RecordError("train_data and test_data hold no samples")
-    loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    # A private generator: a DataLoader otherwise draws its workers' base seed from torch's
+    # global stream, and recording would change what the user's training draws next.
+    loader = DataLoader(
+        data, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
     features = predictions = None
     labels = np.empty(n, dtype=np.int64)
     row = 0
