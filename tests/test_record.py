@@ -17,6 +17,7 @@ import pytest
 import torch
 from conftest import REPO_ROOT, check_export, run_train, train_env
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
 from record_models import LitMLP, MLPHeadNet, NoFeatureNet
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -305,7 +306,8 @@ def lightning_fit(
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=-1)
     trainer = L.Trainer(
         max_epochs=max_epochs, accelerator="cpu", devices=1, callbacks=[callback, checkpoint],
-        logger=False, enable_progress_bar=False, enable_model_summary=False,
+        logger=CSVLogger(ckpt_dir.parent / "logs"), enable_progress_bar=False,
+        enable_model_summary=False,
     )  # fmt: skip
     loader = DataLoader(train, batch_size=32, shuffle=True)
     trainer.fit(model, loader, ckpt_path=ckpt_path)
@@ -322,6 +324,8 @@ def test_lightning_callback_records_each_epoch_and_a_resumed_fit_continues(tmp_p
     model = lightning_fit(callback(), 2, tmp_path / "ckpt")
     assert TrainingRun(out).epochs == [1, 2]
     assert model.training
+    metrics = (tmp_path / "logs/lightning_logs/version_0/metrics.csv").read_text()
+    assert metrics.startswith("record/seconds") and len(metrics.splitlines()) == 3  # 2 epochs
     epoch2 = np.load(out / "dataset/representation/2.npy")
     # A crash after the checkpoint of epoch 2 but before its recording: the resumed fit
     # records epoch 2 first (from the checkpoint's weights), then continues.

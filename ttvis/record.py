@@ -440,5 +440,5 @@ class RecordTrainingDynamics(L.Callback):
         if trainer.is_global_zero:
             seconds = self.recorder.save(epoch, force=True)
             if trainer.logger is not None:
-                trainer.logger.log_metrics({"record/seconds": seconds}, step=epoch)
+                trainer.logger.log_metrics({"record/seconds": seconds}, step=trainer.global_step)
         trainer.strategy.barrier("ttvis-record")
