@@ -298,12 +298,13 @@ def test_the_same_run_continues_in_an_existing_folder(tmp_path):
 
 
 def lightning_fit(
-    callback, max_epochs: int, ckpt_dir: Path, ckpt_path: str | None = None
+    callback, max_epochs: int, ckpt_dir: Path, ckpt_path: str | None = None, **checkpointing
 ) -> LitMLP:
     train, _ = digits()
     L.seed_everything(0, verbose=False)
     model = LitMLP()
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=-1)
+    checkpointing = checkpointing or {"save_last": True, "save_top_k": -1}
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, **checkpointing)
     trainer = L.Trainer(
         max_epochs=max_epochs, accelerator="cpu", devices=1, callbacks=[callback, checkpoint],
         logger=CSVLogger(ckpt_dir.parent / "logs"), enable_progress_bar=False,
@@ -418,3 +419,22 @@ def test_tool_config_adds_the_tools_attributes_only_when_asked_keeping_a_backup(
     assert not (run_copy / "config.json.bak1").exists()
     assert tool_config.main([f"content_path={tmp_path / 'missing'}"]) == 2
     assert tool_config.main(["nonsense"]) == 2
+
+
+def test_a_fit_resumed_mid_epoch_does_not_record_the_previous_epoch_with_later_weights(
+    tmp_path, caplog
+):
+    train, test = digits()
+    out = tmp_path / "run"
+
+    def callback():
+        return RecordTrainingDynamics(out, train_data=train, test_data=test)
+
+    # 240 samples / 32 = 8 steps per epoch: step 10 is inside epoch 2.
+    steps = {"every_n_train_steps": 10, "save_top_k": -1, "filename": "{step}"}
+    lightning_fit(callback(), 2, tmp_path / "ckpt", **steps)
+    (out / "dataset/representation/1.npy").unlink()
+    with caplog.at_level(logging.WARNING, logger="ttvis.record"):
+        lightning_fit(callback(), 3, tmp_path / "ckpt2", str(tmp_path / "ckpt/step=10.ckpt"))
+    assert "mid-epoch checkpoint" in caplog.text
+    assert TrainingRun(out).epochs == [2, 3]

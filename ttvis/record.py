@@ -425,10 +425,21 @@ class RecordTrainingDynamics(L.Callback):
             self.recorder = Recorder(self.out_dir, pl_module, **self.recorder_kwargs)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """On a resumed fit, record the checkpoint's epoch if it is due and missing."""
+        """On a fit resumed from an end-of-epoch checkpoint, record that epoch if it is due and
+        missing (a mid-epoch checkpoint no longer holds the end-of-epoch weights: warn)."""
         done = trainer.current_epoch
-        if done > 0 and self.recorder.should_record(done) and not self.recorder.has_epoch(done):
+        if done == 0 or not self.recorder.should_record(done) or self.recorder.has_epoch(done):
+            return
+        progress = trainer.fit_loop.epoch_progress.current
+        if progress.started == progress.completed:  # resumed exactly at an epoch's end
             self._record(trainer, done)
+        elif trainer.is_global_zero:
+            log.warning(
+                "epoch %d is not recorded in %s and the fit resumed from a mid-epoch "
+                "checkpoint, which no longer holds that epoch's weights; it stays missing",
+                done,
+                self.recorder.out_dir,
+            )
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Record the epoch that just finished, if it is due."""
