@@ -139,7 +139,9 @@ def test_pass_runs_in_eval_mode_without_gradients_and_restores_each_modules_mode
 def test_every_n_epochs_and_an_epoch_list_choose_what_is_recorded(tmp_path):
     train, test = digits(100, 80)
     model = DigitsMLP(hidden_dim=16, feature_dim=8)
-    every = Recorder(tmp_path / "a", model, train_data=train, test_data=test, every_n_epochs=2)
+    every = Recorder(
+        tmp_path / "a", model, train_data=train, test_data=test, every_n_epochs=2, device="cpu"
+    )
     listed = Recorder(tmp_path / "b", model, train_data=train, epochs=[1, 3])
     for epoch in (1, 2, 3, 4):
         every.save(epoch)

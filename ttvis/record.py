@@ -164,7 +164,8 @@ class Recorder:
         classes: ``[C]`` class names; default ``train_data.classes`` if present, else
             ``"0".."C-1"``.
         batch_size: samples per forward of the recording pass.
-        device: where the pass runs; default the model's device.
+        device: where the pass runs; default the model's device (a model elsewhere is moved
+            there for the pass and back).
         every_n_epochs: record epochs that are multiples of this.
         epochs: record exactly these epochs (overrides ``every_n_epochs``).
         dtype: ``"float32"`` or ``"float16"`` representations (predictions stay float32).
@@ -248,11 +249,7 @@ class Recorder:
         if not (force or self.should_record(epoch)) or not _is_rank_zero():
             return None
         start = time.perf_counter()
-        device = self.device if self.device is not None else self._model_device()
-        result = record_pass(
-            self.model, self.datasets, self.feature_layer, self.batch_size, device,
-            self.num_workers,
-        )  # fmt: skip
+        result = self._pass()
         pass_seconds = time.perf_counter() - start
         state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         if (self.out_dir / LABELS_FILE).exists():
@@ -276,9 +273,22 @@ class Recorder:
         return seconds
 
     # ------------------------------------------------------------------ internals
-    def _model_device(self) -> torch.device:
+    def _pass(self) -> PassResult:
+        """:func:`record_pass` on ``self.device``; a model elsewhere is moved there for the
+        pass and back afterwards (in place: an optimizer keeps its parameters)."""
         param = next(self.model.parameters(), None)
-        return param.device if param is not None else torch.device("cpu")
+        home = param.device if param is not None else torch.device("cpu")
+        device = torch.device(self.device) if self.device is not None else home
+        if device != home:
+            self.model.to(device)
+        try:
+            return record_pass(
+                self.model, self.datasets, self.feature_layer, self.batch_size, device,
+                self.num_workers,
+            )  # fmt: skip
+        finally:
+            if device != home:
+                self.model.to(home)
 
     def _check_same_run(self, result: PassResult) -> None:
         path = self.out_dir / LABELS_FILE
