@@ -107,8 +107,11 @@ def check_existing_run(out_dir: Path, n_train: int, n_test: int, classes: list[s
                 )
     index_path = out_dir / INDEX_FILE
     if index_path.exists():
-        index = json.loads(index_path.read_text())
-        found = (len(index.get("train", [])), len(index.get("test", [])))
+        try:
+            index = json.loads(index_path.read_text())
+            found = (len(index.get("train", [])), len(index.get("test", [])))
+        except (json.JSONDecodeError, AttributeError, TypeError) as err:
+            raise RunError(f"{index_path}: not a ttvis index.json ({err}); " + advice) from None
         if found != (n_train, n_test):
             raise RunError(
                 f"{index_path}: {found[0]} train + {found[1]} test samples, expected "
@@ -204,6 +207,8 @@ class Recorder:
         self.datasets = [train_data] + ([test_data] if test_data is not None else [])
         self.n_train = len(train_data)
         self.n_test = len(test_data) if test_data is not None else 0
+        if self.n_train == 0:
+            raise RecordError("train_data is empty; ttvis needs training samples")
         self.feature_layer = feature_layer
         given = classes if classes is not None else getattr(train_data, "classes", None)
         self.classes = [str(c) for c in given] if given is not None else None
