@@ -302,6 +302,12 @@ class TrainingRun:
             except (json.JSONDecodeError, UnicodeDecodeError) as err:
                 raise RunError(f"{path}: not valid JSON ({err})") from None
             dataset = data.get("dataset", {}) if isinstance(data, dict) else {}
+            if "attributes" not in dataset:
+                log.info(
+                    "%s: no dataset.attributes; ttvis does not need them, the original tool's "
+                    "backend does (python -m ttvis.tool_config content_path=... adds them)",
+                    path,
+                )
             task = dataset.get("taskType")
             classes = dataset.get("classes")
             if classes is not None and self.n_classes is not None:

@@ -5,6 +5,9 @@ that are not in the data set (decoded grid points, reconstructions). Two sources
 
 1. ``model.py`` + ``model/{epoch}.pth`` in the run folder: the class is instantiated, its state
    dict loaded with ``weights_only=True`` and its ``prediction`` method called.
+   Instead of ``model.py``, ``config.json`` may name an importable class,
+   ``{"subject_model": {"import": "package.module:Class", "kwargs": {...}}}`` (what
+   :mod:`ttvis.record` writes when the head is not linear in the recorded features).
 2. Otherwise, a linear head ``logits = rep @ W + b`` fitted by least squares on the epoch's own
    (representation, prediction) pairs; it is used only when its relative residual is small.
 """
@@ -12,6 +15,7 @@ that are not in the data set (decoded grid points, reconstructions). Two sources
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import inspect
 import json
@@ -26,6 +30,13 @@ from torch import nn
 from ttvis.run import CONFIG_FILE, RunError, TrainingRun
 
 log = logging.getLogger(__name__)
+
+# The largest relative least-squares residual at which a linear head recovered from
+# (representation, prediction) pairs is accepted (conf: export.max_linear_residual).
+MAX_LINEAR_RESIDUAL = 1e-3
+# A linear head is also accepted when its residual is within this many times the residual
+# that rounding the stored representations (e.g. to float16) alone explains.
+ROUNDING_MARGIN = 2.0
 
 
 class SubjectHeadError(RuntimeError):
@@ -56,20 +67,38 @@ class LinearHead(SubjectHead):
         weight: ``[D, C]``.
         bias: ``[C]``.
         residual: relative Frobenius residual of the fit on the data it came from.
+        rounding: the relative residual that rounding those representations to their stored
+            dtype explains by itself (about 1e-3 for float16 at small logit spreads, ~1e-7
+            for float32).
     """
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, residual: float) -> None:
+    def __init__(
+        self, weight: torch.Tensor, bias: torch.Tensor, residual: float, rounding: float = 0.0
+    ) -> None:
         super().__init__()
         self.register_buffer("weight", weight)
         self.register_buffer("bias", bias)
         self.residual = residual
+        self.rounding = rounding
+
+    def accepts(self, max_linear_residual: float = MAX_LINEAR_RESIDUAL) -> bool:
+        """Whether the fit is linear enough: residual below ``max_linear_residual`` plus
+        :data:`ROUNDING_MARGIN` times what the stored dtype's rounding explains."""
+        return self.residual <= max_linear_residual + ROUNDING_MARGIN * self.rounding
 
     def forward(self, reps: torch.Tensor) -> torch.Tensor:
         return reps @ self.weight + self.bias
 
     @classmethod
     def fit(cls, reps: np.ndarray, logits: np.ndarray) -> LinearHead:
-        """Least-squares fit on ``reps [N, D]`` and ``logits [N, C]`` (float64 internally)."""
+        """Least-squares fit on ``reps [N, D]`` and ``logits [N, C]`` (float64 internally).
+
+        ``rounding`` is estimated from ``reps``'s own dtype: rounding to nearest leaves an
+        error of at most half a unit in the last place, ``|x| * eps / 2``, uniform, so of
+        variance ``x**2 * eps**2 / 12`` (an upper bound), carried to the logits by the fitted
+        weights.
+        """
+        eps = float(np.finfo(reps.dtype).eps) if np.issubdtype(reps.dtype, np.floating) else 0.0
         x = np.asarray(reps, dtype=np.float64)
         p = np.asarray(logits, dtype=np.float64)
         # Centre both sides so the bias is solved exactly and the system stays well conditioned.
@@ -79,7 +108,9 @@ class LinearHead(SubjectHead):
         fitted = x @ w + b
         scale = np.linalg.norm(p - p_mean) or 1.0
         residual = float(np.linalg.norm(fitted - p) / scale)
-        return cls(torch.from_numpy(w).float(), torch.from_numpy(b).float(), residual)
+        noise_var = (x**2).sum(0) * eps**2 / 12  # [D], summed over samples
+        rounding = float(np.sqrt((noise_var * (w**2).sum(1)).sum()) / scale)
+        return cls(torch.from_numpy(w).float(), torch.from_numpy(b).float(), residual, rounding)
 
 
 class ModelHead(SubjectHead):
@@ -129,6 +160,19 @@ def _rebuild_model_head(path: str, class_name: str, kwargs: dict, state: dict) -
     return ModelHead(model, (path, class_name, kwargs))
 
 
+def _load_state(cls: type, kwargs: dict, state_path: Path) -> nn.Module:
+    """``cls(**kwargs)`` with the state dict of ``state_path`` loaded (``weights_only``)."""
+    if not state_path.exists():
+        raise SubjectHeadError(f"{state_path}: file not found ({cls.__name__} needs it)")
+    try:
+        model = cls(**kwargs)
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except Exception as err:
+        raise SubjectHeadError(f"{state_path}: cannot load into {cls.__name__}: {err}") from err
+    return model
+
+
 def _subject_class(run: TrainingRun) -> tuple[type, dict]:
     """Import ``model.py`` from the run folder and pick the subject class and its kwargs.
 
@@ -167,13 +211,63 @@ def _subject_class(run: TrainingRun) -> tuple[type, dict]:
     return next(iter(candidates.values())), kwargs
 
 
+def subject_import_entry(run: TrainingRun) -> tuple[str, dict] | None:
+    """``(import path, kwargs)`` from ``config.json``'s ``subject_model.import``, or None.
+
+    The import path is ``"package.module:Class"`` (``"package.module.Class"`` also works).
+    """
+    path = run.content_path / CONFIG_FILE
+    if not path.exists():
+        return None
+    entry = json.loads(path.read_text()).get("subject_model") or {}
+    target = entry.get("import") if isinstance(entry, dict) else None
+    if target is None:
+        return None
+    kwargs = entry.get("kwargs", {})
+    if not isinstance(target, str) or not isinstance(kwargs, dict):
+        raise SubjectHeadError(
+            f"{path}: subject_model.import must be a string 'package.module:Class' and "
+            f"subject_model.kwargs an object; found {target!r} and {kwargs!r}"
+        )
+    return target, kwargs
+
+
+def import_class(target: str, where: str = "subject_model.import") -> type:
+    """The class named by ``"package.module:Class"`` or ``"package.module.Class"``.
+
+    Raises:
+        SubjectHeadError: naming ``where``, the path and why it did not import.
+    """
+    module_name, sep, class_name = target.partition(":")
+    if not sep:
+        module_name, _, class_name = target.rpartition(".")
+    try:
+        obj = importlib.import_module(module_name)
+        for part in class_name.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise SubjectHeadError(
+            f"{where} is {target!r}, which does not import here ({err}); make its package "
+            "importable (pip install -e, PYTHONPATH) or put the class in the run's model.py"
+        ) from err
+    if not (inspect.isclass(obj) and issubclass(obj, nn.Module)):
+        raise SubjectHeadError(f"{where} is {target!r}, which is not an nn.Module class")
+    if not callable(getattr(obj, "prediction", None)):
+        raise SubjectHeadError(
+            f"{where} is {target!r}, which has no prediction(feature) method to map "
+            "representations to logits"
+        )
+    return obj
+
+
 def load_subject_head(
     run: TrainingRun,
     epoch: int,
     device: torch.device | str = "cpu",
-    max_linear_residual: float = 1e-3,
+    max_linear_residual: float = MAX_LINEAR_RESIDUAL,
 ) -> SubjectHead:
-    """The subject head of ``epoch``: from ``model.py`` if present, else a fitted linear head.
+    """The subject head of ``epoch``: from ``model.py`` if present, else from the class that
+    ``config.json``'s ``subject_model.import`` names, else a fitted linear head.
 
     Args:
         run: the validated run.
@@ -190,13 +284,14 @@ def load_subject_head(
         state_path = run.model_state_path(epoch)
         if not state_path.exists():
             raise SubjectHeadError(f"{state_path}: file not found (model.py needs it)")
-        model = cls(**kwargs)
-        try:
-            state = torch.load(state_path, map_location="cpu", weights_only=True)
-            model.load_state_dict(state)
-        except Exception as err:
-            raise SubjectHeadError(f"{state_path}: cannot load into {cls.__name__}: {err}") from err
+        model = _load_state(cls, kwargs, state_path)
         return ModelHead(model, (str(run.model_code_path), cls.__name__, kwargs)).to(device)
+
+    entry = subject_import_entry(run)
+    if entry is not None:
+        target, kwargs = entry
+        cls = import_class(target, f"{run.content_path / CONFIG_FILE}: subject_model.import")
+        return ModelHead(_load_state(cls, kwargs, run.model_state_path(epoch))).to(device)
 
     logits = run.predictions(epoch)
     if logits is None:
@@ -210,10 +305,11 @@ def load_subject_head(
             "map each feature to a prediction"
         )
     head = LinearHead.fit(run.representations(epoch), logits)
-    if head.residual > max_linear_residual:
+    if not head.accepts(max_linear_residual):
         raise SubjectHeadError(
             f"epoch {epoch}: predictions are not a linear function of the representations "
-            f"(least-squares relative residual {head.residual:.2e} > {max_linear_residual:.0e}); "
+            f"(least-squares relative residual {head.residual:.2e} > {max_linear_residual:.0e}"
+            f" + {ROUNDING_MARGIN:g} x {head.rounding:.1e} from rounding); "
             f"put the subject model's code in {run.model_code_path} so backgrounds and "
             "prediction metrics can use the real head"
         )
