@@ -265,12 +265,20 @@ def check_timevis_export(content_path: Path, resolution: int) -> None:
     assert sorted(p.name for p in (vis / "bgimg").iterdir()) == sorted(
         f"{e}.png" for e in run.epochs
     )
-    assert [p.name for p in (vis / "vismodel").iterdir()] == ["1.pth"]
-    saved = torch.load(vis / "vismodel" / "1.pth", weights_only=True)
-    assert set(saved) >= {"state_dict", "encoder_dims", "decoder_dims"}
-    net = Autoencoder(saved["encoder_dims"], saved["decoder_dims"])
-    net.load_state_dict(saved["state_dict"])
+    pth = sorted(f"{e}.pth" for e in run.epochs)
+    assert sorted(p.name for p in (vis / "vismodel").iterdir()) == pth
+    models = {e: torch.load(vis / "vismodel" / f"{e}.pth", weights_only=True) for e in run.epochs}
+    first = models[run.epochs[0]]["state_dict"]
     for epoch in run.epochs:
+        saved = models[epoch]
+        assert set(saved) >= {"state_dict", "encoder_dims", "decoder_dims"}
+        # One visualizer: the epochs' models differ only where each epoch's own input
+        # normalisation is folded in (the first encoder and the last decoder layer).
+        for name, value in saved["state_dict"].items():
+            if not name.startswith(("encoder.0.", f"decoder.{len(saved['decoder_dims']) - 2}.")):
+                torch.testing.assert_close(value, first[name])
+        net = Autoencoder(saved["encoder_dims"], saved["decoder_dims"])
+        net.load_state_dict(saved["state_dict"])
         proj = np.load(vis / "projection" / f"{epoch}.npy")
         assert proj.dtype == np.float32 and proj.shape == (run.shape.n_points, 2)
         assert np.isfinite(proj).all() and proj.std(0).min() > 0

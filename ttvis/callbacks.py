@@ -45,10 +45,11 @@ class ExportCallback(L.Callback):
         projection/{epoch}.npy   float32 [N*F, 2], every sample in original order
         scale/{epoch}.npy        float32 [4]: x_min, y_min, x_max, y_max
         bgimg/{epoch}.png        resolution x resolution decision regions
-        vismodel/{model_epoch}.pth
+        vismodel/{epoch}.pth     the visualizer as it serves that epoch
 
     The datamodule tells which run and epochs (``trainer.datamodule.run`` and
-    ``.export_epochs``, ``.model_epoch``); the module provides ``encode``/``decode``.
+    ``.export_epochs``); the module provides ``select_epoch``, ``encode``, ``decode`` and
+    ``export_state``.
 
     Args:
         out_dir: the export folder, ``content_path/visualize/{VIS_NAME}``.
@@ -94,10 +95,11 @@ class ExportCallback(L.Callback):
         pl_module.eval()
         try:
             for epoch in dm.export_epochs:
+                pl_module.select_epoch(dm.run.epochs.index(epoch))
                 self.export_epoch(dm.run, epoch, pl_module)
-            atomic_torch_save(
-                export_paths(self.out_dir, dm.model_epoch)["vismodel"], pl_module.export_state()
-            )
+                atomic_torch_save(
+                    export_paths(self.out_dir, epoch)["vismodel"], pl_module.export_state()
+                )
         finally:
             pl_module.train(was_training)
             self.seconds += time.perf_counter() - start

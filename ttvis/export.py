@@ -113,7 +113,7 @@ def export_paths(out_dir: str | Path, epoch: int) -> dict[str, Path]:
 
     Returns:
         ``{"projection", "scale", "bgimg", "vismodel"}`` -> ``{out_dir}/{kind}/{epoch}.{ext}``
-        (``vismodel`` is DVI's per-epoch model; TimeVis writes only ``vismodel/1.pth``).
+        (``vismodel``: the visualizer as it serves that epoch, for DVI and TimeVis alike).
     """
     out_dir = Path(out_dir)
     return {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import logging
+import math
 import sys
 import time
 from typing import Any
@@ -95,20 +96,48 @@ def training_head(cfg: DictConfig, run: TrainingRun, epoch: int):
     return try_load_subject_head(run, epoch, max_linear_residual=cfg.export.max_linear_residual)
 
 
-def warm_fit(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
-    """What a warm-started DVI fit (every subject epoch after the first) changes.
+def warm_fit_epochs(cfg: DictConfig, changed: float) -> int:
+    """Visualizer epochs of a warm-started DVI fit, set by how much the neighbourhoods changed.
 
-    Returns:
-        ``(module_overrides, trainer_overrides)``: ``{"scheduler": ...}`` from
-        ``method.warm_scheduler`` and ``{"max_epochs": ...}`` from ``method.warm_max_epochs``
-        (capped by ``trainer.max_epochs``), each present only when that setting is not null.
-        A warm scheduler's null ``T_max`` becomes the fit's length in visualizer epochs.
+    The previous visualizer already places the samples whose neighbourhoods held, so a warm
+    fit trains ``ceil(warm_max_epochs * changed)`` visualizer epochs: the full length only when
+    every sample lost all its neighbours, and at least ``method.warm_min_epochs``.
+    ``warm_min_epochs=null`` trains ``warm_max_epochs`` whatever changed; ``warm_max_epochs``
+    null means ``trainer.max_epochs``, which also caps it.
+
+    Args:
+        cfg: the composed config.
+        changed: ``1 - mean_i(npr_i)``, the share of k-NN lost since the previous subject
+            epoch, in 0..1.
     """
-    module_overrides: dict[str, Any] = {}
-    trainer_overrides: dict[str, Any] = {}
     epochs = cfg.trainer.max_epochs
     if cfg.method.get("warm_max_epochs"):
         epochs = min(cfg.method.warm_max_epochs, epochs)
+    least = cfg.method.get("warm_min_epochs")
+    if least is not None:
+        need = math.ceil(epochs * min(max(changed, 0.0), 1.0) - 1e-9)
+        epochs = min(epochs, max(int(least), need))
+    return int(epochs)
+
+
+def warm_fit(cfg: DictConfig, changed: float = 1.0) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What a warm-started DVI fit (every subject epoch after the first) changes.
+
+    Args:
+        cfg: the composed config.
+        changed: the share of k-NN lost since the previous subject epoch
+            (:func:`warm_fit_epochs`).
+
+    Returns:
+        ``(module_overrides, trainer_overrides)``: ``{"scheduler": ...}`` from
+        ``method.warm_scheduler`` (when not null) and ``{"max_epochs": ...}``, the fit's length
+        from :func:`warm_fit_epochs` (when it differs from ``trainer.max_epochs``). A warm
+        scheduler's null ``T_max`` becomes the fit's length in visualizer epochs.
+    """
+    module_overrides: dict[str, Any] = {}
+    trainer_overrides: dict[str, Any] = {}
+    epochs = warm_fit_epochs(cfg, changed)
+    if epochs != cfg.trainer.max_epochs:
         trainer_overrides["max_epochs"] = epochs
     scheduler = cfg.method.get("warm_scheduler")
     if scheduler is not None:
@@ -121,12 +150,14 @@ def fit_dvi(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dict[st
     """DVI: one visualizer per subject epoch, each warm-started from the previous (§4).
 
     Returns:
-        ``{"epochs": {e: final mean loss}, "edges": edges trained on by this process,
+        ``{"epochs": {e: final mean loss}, "draws_per_point": {e: edges drawn per training
+        point}, "edges": edges trained on by this process,
         "seconds": {"complex": .., "train": .., "export": ..}}``.
     """
     prev_state, prev_knn, prev_positions = None, None, None
     summary: dict[str, Any] = {
         "epochs": {},
+        "draws_per_point": {},
         "edges": 0,
         "seconds": {"complex": 0.0, "train": 0.0, "export": 0.0},
     }
@@ -158,7 +189,9 @@ def fit_dvi(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dict[st
         datamodule.build()
         t1 = time.perf_counter()
         shift, scale = datamodule.input_normalisation()
-        module_overrides, trainer_overrides = ({}, {}) if prev_state is None else warm_fit(cfg)
+        module_overrides, trainer_overrides = ({}, {})
+        if prev_state is not None:
+            module_overrides, trainer_overrides = warm_fit(cfg, 1 - datamodule.mean_persistence)
         module = instantiate(cfg.method.module)(
             subject_epoch=epoch,
             log_prefix=f"{cfg.vis_name}/epoch_{epoch}",
@@ -183,12 +216,16 @@ def fit_dvi(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dict[st
         t2 = time.perf_counter()
         loss = trainer.callback_metrics.get("loss")
         summary["epochs"][epoch] = float(loss) if loss is not None else None
+        draws = module.edges_seen / datamodule.train_reps.shape[0]
+        summary["draws_per_point"][epoch] = draws
         log.info(
-            "epoch %d (%d/%d): %d visualizer epochs, final loss %.4f, %.1fs",
+            "epoch %d (%d/%d): %d visualizer epochs, %.0f edge draws per training point, final "
+            "loss %.4f, %.1fs",
             epoch,
             k,
             len(run.epochs),
             trainer.current_epoch,
+            draws,
             summary["epochs"][epoch] or float("nan"),
             t2 - t1,
         )
@@ -259,7 +296,7 @@ def fit_timevis(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dic
     datamodule = instantiate(cfg.method.datamodule)(run=run, anchors=anchors)
     datamodule.build()
     t1 = time.perf_counter()
-    shift, scale = datamodule.input_normalisation()
+    shift, scale = datamodule.input_normalisation()  # per epoch: [E, D] and [E]
     module = instantiate(cfg.method.module)(
         subject_epoch=1,
         log_prefix=f"{cfg.vis_name}",

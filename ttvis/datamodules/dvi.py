@@ -222,11 +222,6 @@ class DVIDataModule(EdgeDataModule):
         return [self.epoch]
 
     @property
-    def model_epoch(self) -> int:
-        """Name of the exported visualizer, ``vismodel/{model_epoch}.pth``."""
-        return self.epoch
-
-    @property
     def progress_label(self) -> str:
         """``DVI epoch e (k/K)`` for the progress bar."""
         k = self.run.epochs.index(self.epoch) + 1

@@ -189,13 +189,18 @@ class EdgeDataModule(L.LightningDataModule):
         self.build()
         return self._reps
 
-    def input_normalisation(self) -> tuple[Tensor, float]:
-        """``(shift [D], scale)``: per-dimension mean and root mean variance of the vertices'
-        representations, the visualizer's input normalisation."""
-        reps = self.train_reps
+    @staticmethod
+    def normalisation_of(reps: np.ndarray) -> tuple[Tensor, float]:
+        """``(shift [D], scale)`` of ``reps [M, D]``: per-dimension mean and root mean
+        per-dimension variance."""
         shift = reps.mean(axis=0, dtype=np.float64)
         scale = float(np.sqrt(reps.var(axis=0, dtype=np.float64).mean()))
         return torch.as_tensor(shift, dtype=torch.float32), scale
+
+    def input_normalisation(self) -> tuple[Tensor, float | Tensor]:
+        """``(shift [D], scale)``: the visualizer's input normalisation, from the vertices'
+        representations (:meth:`normalisation_of`)."""
+        return self.normalisation_of(self.train_reps)
 
     def setup(self, stage: str) -> None:
         self.build()

@@ -219,22 +219,37 @@ class TimeVisDataModule(EdgeDataModule):
         return list(self.run.epochs)
 
     @property
-    def model_epoch(self) -> int:
-        """The one exported visualizer is ``vismodel/1.pth``."""
-        return 1
-
-    @property
     def progress_label(self) -> str:
         """``TimeVis (E epochs)`` for the progress bar."""
         return f"TimeVis ({len(self.run.epochs)} epochs)"
 
+    def input_normalisation(self) -> tuple[Tensor, Tensor]:
+        """``(shift [E, D], scale [E])``: each epoch's per-dimension mean and root mean
+        variance over its vertices. Every epoch is centred and scaled on its own, so an epoch
+        whose features are many times smaller than the others' (early in training) fills the
+        network's input space as much as they do; each epoch's exported model
+        (``vismodel/{epoch}.pth``) has its own folded in."""
+        self.build()
+        shifts, scales = [], []
+        for t in range(self.layout.n_epochs):
+            shift, scale = self.normalisation_of(self._reps[self.layout.epoch_slice(t)])
+            shifts.append(shift)
+            scales.append(scale)
+        return torch.stack(shifts), torch.tensor(scales, dtype=torch.float32)
+
     # ------------------------------------------------------------------ streaming
     def stream_spec(self) -> tuple[EdgeSet, int, int, dict[str, Tensor]]:
-        """The combined edges, their draws, each vertex's epoch position for the heads and,
-        with anchors, each vertex's ``anchor_weight``."""
-        vertex_data = {"epoch_pos": torch.as_tensor(self.layout.epoch_pos)}
+        """The combined edges, their draws, each vertex's epoch position (its normalisation
+        and head) and, with anchors, each vertex's ``anchor_weight`` and its anchor vertex's
+        epoch position ``anchor_epoch_pos``."""
+        epoch_pos = self.layout.epoch_pos
+        vertex_data = {"epoch_pos": torch.as_tensor(epoch_pos)}
         if self.anchor_weight is not None:
             vertex_data["anchor_weight"] = torch.as_tensor(self.anchor_weight)
+            anchor_pos = np.where(
+                self.anchor >= 0, epoch_pos[np.maximum(self.anchor, 0)], epoch_pos
+            )
+            vertex_data["anchor_epoch_pos"] = torch.as_tensor(anchor_pos)
         return self.edges, self.n_edges, self.seed * 1_000_003, vertex_data
 
     def anchor_vertices(self) -> np.ndarray | None:

@@ -67,8 +67,5 @@ class TimeVisModule(VisualizerModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         heads = self.subject_head
         if self.lambda_pred > 0 and isinstance(heads, EpochHeads):
-            epoch_pos = batch["epoch_pos"]
-            head_pos = batch["head_pos"]
-            n_mix = int(round(self.mix_fraction * head_pos.shape[0]))  # as the parent mixes
-            heads.rows = torch.cat([epoch_pos, epoch_pos[head_pos[:n_mix]]])
+            heads.rows = self.row_epochs(batch)
         return super().training_step(batch, batch_idx)

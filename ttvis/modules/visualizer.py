@@ -129,8 +129,10 @@ class VisualizerModule(L.LightningModule):
         self.lambda_pred = lambda_pred if subject_head is not None else 0.0
         shift = torch.zeros(encoder_dims[0]) if input_shift is None else input_shift
         self.register_buffer("input_shift", torch.as_tensor(shift, dtype=torch.float32))
-        scale = float(input_scale) if input_scale > 0 else 1.0
-        self.register_buffer("input_scale", torch.tensor(scale, dtype=torch.float32))
+        scale = torch.as_tensor(input_scale, dtype=torch.float32).clone()
+        scale[~(scale > 0)] = 1.0  # a constant epoch: centre it, do not divide by 0
+        self.register_buffer("input_scale", scale)
+        self._selected = 0  # the epoch position inference uses with per-epoch normalisation
         self.subject_head = subject_head
         self.mix_fraction = mix_fraction
         self.mix_noise = mix_noise
@@ -147,19 +149,46 @@ class VisualizerModule(L.LightningModule):
         self._anchors: list[Tensor] = []
         self._generator: torch.Generator | None = None
         self.edges_seen = 0  # edges trained on by this process, for throughput reports
-        self.last_finite_loss: float | None = None
+        self.last_finite_loss: float | None = None  # the last visualizer epoch's mean loss
+        self._epoch_sums: dict[str, Tensor] = {}  # per loss term: sum over batches of B * loss
+        self._epoch_edges = 0
         # Pickled with the module into ddp_spawn/ddp_fork workers, so there it differs from
         # os.getpid(): see teardown.
         self._built_in_pid = os.getpid()
 
     # ------------------------------------------------------------------ inference API
-    def normalise(self, x: Tensor) -> Tensor:
-        """Raw representations ``[B, D]`` -> the network's input space."""
-        return (x - self.input_shift) / self.input_scale
+    @property
+    def per_epoch_normalisation(self) -> bool:
+        """Whether each subject epoch has its own input normalisation (``input_shift [E, D]``,
+        ``input_scale [E]``) rather than one (``[D]`` and a scalar)."""
+        return self.input_shift.dim() == 2
 
-    def denormalise(self, x: Tensor) -> Tensor:
-        """The network's output space ``[B, D]`` -> raw representations."""
-        return x * self.input_scale + self.input_shift
+    def select_epoch(self, position: int) -> None:
+        """Use the normalisation of epoch position ``position`` (0-based in the run's epoch
+        list) in :meth:`encode`, :meth:`decode` and :meth:`export_state`; a visualizer with one
+        normalisation ignores it."""
+        self._selected = int(position)
+
+    def _shift_scale(self, rows: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``(shift, scale)`` broadcastable against ``[B, D]`` rows whose epoch positions are
+        ``rows [B]`` (None: the selected epoch's)."""
+        if not self.per_epoch_normalisation:
+            return self.input_shift, self.input_scale
+        if rows is None:
+            return self.input_shift[self._selected], self.input_scale[self._selected]
+        return self.input_shift[rows], self.input_scale[rows][:, None]
+
+    def normalise(self, x: Tensor, rows: Tensor | None = None) -> Tensor:
+        """Raw representations ``[B, D]`` -> the network's input space; ``rows [B]``: each
+        row's epoch position, with per-epoch normalisation (None: the selected epoch)."""
+        shift, scale = self._shift_scale(rows)
+        return (x - shift) / scale
+
+    def denormalise(self, x: Tensor, rows: Tensor | None = None) -> Tensor:
+        """The network's output space ``[B, D]`` -> raw representations (``rows`` as in
+        :meth:`normalise`)."""
+        shift, scale = self._shift_scale(rows)
+        return x * scale + shift
 
     def encode(self, x: Tensor) -> Tensor:
         """Representations ``[B, D]`` -> 2-D positions ``[B, 2]``."""
@@ -170,8 +199,10 @@ class VisualizerModule(L.LightningModule):
         return self.denormalise(self.autoencoder.decoder(z))
 
     def export_state(self) -> dict:
-        """The visualizer as ``vismodel/*.pth`` stores it: raw representations in and out."""
-        return self.autoencoder.export_state(self.input_shift, self.input_scale)
+        """The visualizer as ``vismodel/*.pth`` stores it: raw representations in and out
+        (with per-epoch normalisation: the selected epoch's)."""
+        shift, scale = self._shift_scale(None)
+        return self.autoencoder.export_state(shift, scale)
 
     # ------------------------------------------------------------------ warm start
     def warm_start(self, state_dict: dict[str, Tensor], temporal_weight: float) -> None:
@@ -193,8 +224,21 @@ class VisualizerModule(L.LightningModule):
         self._generator = torch.Generator(device=self.device)
         self._generator.manual_seed(self.seed * 7919 + self.subject_epoch * 104729 + rank)
 
+    def row_epochs(self, batch: dict[str, Tensor]) -> Tensor | None:
+        """``[U + M]`` epoch position of every row the network sees in a step: the batch's
+        vertices (``epoch_pos``), then its ``M`` edge interpolations (each takes its head
+        end's); None when the batch carries no ``epoch_pos``."""
+        epoch_pos = batch.get("epoch_pos")
+        if epoch_pos is None:
+            return None
+        n_mix = int(round(self.mix_fraction * batch["head_pos"].shape[0]))
+        return torch.cat([epoch_pos, epoch_pos[batch["head_pos"][:n_mix]]])
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        x = self.normalise(batch["x"])
+        rows = self.row_epochs(batch) if self.per_epoch_normalisation else None
+        if rows is not None and "boundary_x" in batch:
+            raise ValueError("boundary_x rows have no epoch: per-epoch normalisation needs none")
+        x = self.normalise(batch["x"], None if rows is None else rows[: batch["x"].shape[0]])
         head_pos, tail_pos = batch["head_pos"], batch["tail_pos"]
         counts = batch.get("counts")
         # Rows beyond the vertices join only the reconstruction and prediction losses:
@@ -231,8 +275,8 @@ class VisualizerModule(L.LightningModule):
         losses = {"umap": loss_umap, "recon": loss_recon}
         if self.lambda_pred > 0:
             with torch.no_grad():
-                target = self.subject_head(self.denormalise(x_all))
-            logits_recon = self.subject_head(self.denormalise(x_hat))
+                target = self.subject_head(self.denormalise(x_all, rows))
+            logits_recon = self.subject_head(self.denormalise(x_hat, rows))
             pred_counts = counts
             if "pred_weight" in batch:  # vertices left out of the prediction loss weigh 0
                 pred_counts = counts.to(x.dtype).clone()
@@ -246,50 +290,58 @@ class VisualizerModule(L.LightningModule):
             losses["temporal"] = loss_temporal
         if self.lambda_anchor > 0 and ("anchor" in batch or "anchor_x" in batch):
             if "anchor_x" in batch:  # TimeVis: where this visualizer puts the anchor vertex
-                anchor = self.autoencoder.encoder(self.normalise(batch["anchor_x"]))
+                anchor_rows = batch.get("anchor_epoch_pos") if rows is not None else None
+                anchor = self.autoencoder.encoder(self.normalise(batch["anchor_x"], anchor_rows))
             else:  # DVI: the position under the previous visualizer
                 anchor = batch["anchor"]
             loss_anchor = anchor_loss(z, anchor, batch["anchor_weight"], batch.get("counts"))
             total = total + self.lambda_anchor * loss_anchor
             losses["anchor"] = loss_anchor
         losses["total"] = total
-        self._check_finite(total, batch_idx)
         n_edges = head_pos.shape[0]
         self.edges_seen += n_edges
-        for name, value in losses.items():
-            self.log(
-                f"{self.log_prefix}/{name}",
-                value,
-                on_step=True,
-                on_epoch=True,
-                batch_size=n_edges,
-                sync_dist=False,
-            )
-        # Untagged copy for early stopping and the progress bar; not sent to the logger.
-        self.log(
-            "loss",
-            total,
-            on_step=False,
-            on_epoch=True,
-            prog_bar=True,
-            logger=False,
-            batch_size=n_edges,
-            sync_dist=True,
-        )
+        self._accumulate(losses, n_edges)
         return total
 
-    def _check_finite(self, total: Tensor, batch_idx: int) -> None:
-        """Stop training, naming the subject epoch, when the loss is NaN or infinite."""
-        value = float(total.detach())
-        if math.isfinite(value):
-            self.last_finite_loss = value
+    def _accumulate(self, losses: dict[str, Tensor], n_edges: int) -> None:
+        """Add this batch's losses, weighted by its edges, to the visualizer epoch's sums.
+
+        Nothing leaves the device here: the sums are read once per visualizer epoch
+        (:meth:`on_train_epoch_end`), so a step never waits for the accelerator.
+        """
+        with torch.no_grad():
+            for name, value in losses.items():
+                term = value.detach() * n_edges
+                if name in self._epoch_sums:
+                    self._epoch_sums[name] += term
+                else:
+                    self._epoch_sums[name] = term.clone()
+        self._epoch_edges += n_edges
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_sums = {}
+        self._epoch_edges = 0
+
+    def on_train_epoch_end(self) -> None:
+        """Check the epoch's loss is finite, then log each term's mean over the epoch's edges
+        (tagged, to the logger) and the total as ``loss`` (early stopping, progress bar)."""
+        if not self._epoch_sums:
             return
-        last = "none" if self.last_finite_loss is None else f"{self.last_finite_loss:.6g}"
-        raise TrainingDiverged(
-            f"{self.log_prefix}: the loss became {value} in subject epoch {self.subject_epoch}, "
-            f"visualizer epoch {self.current_epoch + 1}, batch {batch_idx} (last finite loss: "
-            f"{last}); nothing was exported for this epoch. Try a lower method.optimizer.lr."
-        )
+        means = {k: v / max(self._epoch_edges, 1) for k, v in self._epoch_sums.items()}
+        total = float(means["total"])  # the one host synchronisation per visualizer epoch
+        if not math.isfinite(total):
+            last = "none" if self.last_finite_loss is None else f"{self.last_finite_loss:.6g}"
+            raise TrainingDiverged(
+                f"{self.log_prefix}: the loss became {total} in subject epoch "
+                f"{self.subject_epoch}, visualizer epoch {self.current_epoch + 1} (last finite "
+                f"loss: {last}, the previous visualizer epoch's mean); nothing was exported "
+                "for this epoch. Try a lower method.optimizer.lr."
+            )
+        self.last_finite_loss = total
+        for name, value in means.items():
+            self.log(f"{self.log_prefix}/{name}", value, on_step=False, on_epoch=True)
+        # Untagged copy for early stopping and the progress bar; not sent to the logger.
+        self.log("loss", means["total"], prog_bar=True, logger=False, sync_dist=True)
 
     def teardown(self, stage: str) -> None:
         # A worker process that a spawn or fork launcher (ddp_spawn, ddp_fork) started for this
