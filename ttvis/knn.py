@@ -20,8 +20,10 @@ a metric other than euclidean     ``nndescent``
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +31,7 @@ import torch
 
 from ttvis.numba_cache import cache_compiled_functions
 
+log = logging.getLogger(__name__)
 EXACT_BELOW = 10_000  # default of knn.exact_below: exact brute force below this many points
 BLOCK_BYTES = 256 * 2**20  # one block of squared distances (float64) in the exact searches
 TORCH = "torch"
@@ -234,22 +237,29 @@ def nearest_neighbors(
             from it instead of from random projection trees. Exact backends ignore it.
 
     Returns:
-        The :class:`KNNGraph`.
+        The :class:`KNNGraph`. The time taken is logged (INFO, with ``extra={"seconds": s}``).
     """
     n = x.shape[0]
     if n_neighbors >= n:
         raise ValueError(
             f"n_neighbors={n_neighbors} needs at least {n_neighbors + 1} points, got {n}"
         )
+    start = time.perf_counter()
     backend = knn_backend(n, exact_below, device, approximate=True, metric=metric)
+    warm = init is not None and init.indices.shape == (n, n_neighbors)
     if backend != NNDESCENT:
-        return exact_knn(x, n_neighbors, device=torch.device("cpu") if backend == NUMPY else device)
-    extra = {}
-    if init is not None and init.indices.shape == (n, n_neighbors):
-        extra["init_graph"] = init.indices
-    index = _nndescent(x, n_neighbors, metric, seed, max_candidates=60, **extra)
-    indices, dists = index.neighbor_graph
-    return KNNGraph(indices.astype(np.int64), dists.astype(np.float32))
+        knn = exact_knn(x, n_neighbors, device=torch.device("cpu") if backend == NUMPY else device)
+    else:
+        extra = {"init_graph": init.indices} if warm else {}
+        index = _nndescent(x, n_neighbors, metric, seed, max_candidates=60, **extra)
+        indices, dists = index.neighbor_graph
+        knn = KNNGraph(indices.astype(np.int64), dists.astype(np.float32))
+    seconds = time.perf_counter() - start
+    started = " from the previous graph" if warm and backend == NNDESCENT else ""
+    log.info(
+        "k-NN of %d points (%s%s): %.1fs", n, backend, started, seconds, extra={"seconds": seconds}
+    )
+    return knn
 
 
 def query_knn(

@@ -95,18 +95,27 @@ def warm_fit(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     return module_overrides, trainer_overrides
 
 
+def callback_seconds(trainer: L.Trainer) -> dict[str, float]:
+    """Seconds each timed callback of ``trainer`` spent, by class name (``ExportCallback``:
+    the exports, ``PlotCallback``: the pictures)."""
+    return {type(cb).__name__: cb.seconds for cb in trainer.callbacks if hasattr(cb, "seconds")}
+
+
 def fit_dvi(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dict[str, Any]:
     """DVI: one visualizer per subject epoch, each warm-started from the previous (§4).
 
     Returns:
         ``{"epochs": {e: final mean loss}, "edges": edges trained on by this process,
-        "seconds": {"complex": .., "train": .., "export": ..}}``.
+        "seconds": {"complex": .., "train": .., "export": ..}, "per_epoch": {e: {"complex",
+        "train", "callbacks" (:func:`callback_seconds`), "edges", "draws_per_epoch"}}}``
+        (seconds; ``draws_per_epoch``: edge draws per visualizer epoch over all processes).
     """
     prev_state, prev_knn, prev_positions = None, None, None
     summary: dict[str, Any] = {
         "epochs": {},
         "edges": 0,
         "seconds": {"complex": 0.0, "train": 0.0, "export": 0.0},
+        "per_epoch": {},
     }
     store = ResumeStore(cfg.output_dir, run, settings_fingerprint(cfg))
     done: list[int] = []
@@ -175,6 +184,13 @@ def fit_dvi(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dict[st
         summary["seconds"]["train"] += t2 - t1 - export_seconds
         summary["seconds"]["export"] += export_seconds
         summary["edges"] += module.edges_seen
+        summary["per_epoch"][epoch] = {
+            "complex": t1 - t0,
+            "train": t2 - t1 - export_seconds,
+            "callbacks": callback_seconds(trainer),
+            "edges": module.edges_seen,
+            "draws_per_epoch": datamodule.n_edges,
+        }
         prev_state = {n: p.detach().clone() for n, p in module.autoencoder.state_dict().items()}
         prev_knn = datamodule.knn
         prev_positions = encode_points(module, datamodule.train_reps, cfg.export.batch_size)
@@ -231,8 +247,9 @@ def fit_timevis(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dic
     """TimeVis: one visualizer for every epoch, trained on the spatio-temporal complex (§5).
 
     Returns:
-        The same summary as :func:`fit_dvi`; ``epochs`` maps every exported epoch to the one
-        model's final mean loss.
+        The same summary as :func:`fit_dvi` without ``per_epoch``; ``epochs`` maps every
+        exported epoch to the one model's final mean loss; ``callbacks``, ``draws_per_epoch``
+        and ``vertices`` (of the spatio-temporal complex) describe the one fit.
     """
     t0 = time.perf_counter()
     anchors = bool(cfg.method.get("lambda_anchor", 0))
@@ -256,6 +273,7 @@ def fit_timevis(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dic
     loss = trainer.callback_metrics.get("loss")
     loss = float(loss) if loss is not None else None
     export_seconds = sum(getattr(cb, "seconds", 0.0) for cb in trainer.callbacks)
+    callbacks = callback_seconds(trainer)
     log.info(
         "TimeVis: %d visualizer epochs over %d subject epochs, final loss %.4f, %.1fs",
         trainer.current_epoch,
@@ -271,4 +289,7 @@ def fit_timevis(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dic
             "train": t2 - t1 - export_seconds,
             "export": export_seconds,
         },
+        "callbacks": callbacks,
+        "draws_per_epoch": datamodule.n_edges,
+        "vertices": datamodule.layout.n_vertices,
     }
