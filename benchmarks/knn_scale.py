@@ -4,6 +4,7 @@ both against the exact neighbours; and the parts of one subject epoch's complex.
     python benchmarks/knn_scale.py                          # 20,000 x 512, then 48,000 x 512
     python benchmarks/knn_scale.py --n 20000 --dim 512 --parts-n 0   # no complex parts
     python benchmarks/knn_scale.py --device cuda            # the exact k-NN on the GPU too
+    python benchmarks/knn_scale.py --compile-tax             # cold vs warm numba cache only
 
 Data: the last two epochs ``T-1, T`` of a ``T``-epoch run of ``synthetic.epoch_features`` (10
 drifting classes; ``--of-epochs T``, default 10). As in DVI, epoch T-1's graph is NN-descent's
@@ -16,7 +17,12 @@ Prints seconds, recall and the speed-up.
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -134,6 +140,36 @@ def complex_parts(n: int, dim: int, of_epochs: int) -> None:
     print(f"  total                                  {total:6.1f}s", flush=True)
 
 
+_FIRST_COMPLEX = """
+import time
+start = time.perf_counter()
+import numpy as np
+from synthetic import epoch_features
+from ttvis.complex import spatial_complex
+(x,) = epoch_features({n}, {dim}, 1)
+imported = time.perf_counter()
+spatial_complex(x, 15, 5, exact_below=0)
+print(f"imports {{imported - start:.1f}}s, first complex {{time.perf_counter() - imported:.1f}}s")
+"""
+
+
+def compile_tax(n: int, dim: int) -> None:
+    """The first complex of a process (NN-descent) on a cold numba cache, then on a warm one."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, NUMBA_CACHE_DIR=tmp, CUDA_VISIBLE_DEVICES="")
+        code = _FIRST_COMPLEX.format(n=n, dim=dim)
+        for label in ("cold cache", "warm cache"):
+            out = subprocess.run(
+                [sys.executable, "-c", code],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=Path(__file__).parent,
+            )
+            print(f"{n} x {dim}, {label}: {out.stdout.strip()}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20_000, help="points of the recall test")
@@ -141,7 +177,11 @@ def main() -> None:
     parser.add_argument("--parts-n", type=int, default=48_000, help="0: skip the complex parts")
     parser.add_argument("--of-epochs", type=int, default=10, help="T: the run's length")
     parser.add_argument("--device", default="cpu", help="also time the exact k-NN here")
+    parser.add_argument("--compile-tax", action="store_true", help="only cold vs warm cache")
     opts = parser.parse_args()
+    if opts.compile_tax:
+        compile_tax(12_000, 64)
+        return
     event.register("numba:compile", COMPILING)
     _, t_warm_up = timed(warm_up)
     print(f"warm-up (numba compile or cache load): {t_warm_up:.1f}s", flush=True)
