@@ -3,6 +3,7 @@ a previous graph, and numba's on-disk cache across processes."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 from ttvis.complex import neighbour_overlap
+from ttvis.datamodules import DVIDataModule
 from ttvis.knn import (
     NNDESCENT,
     NUMPY,
@@ -25,6 +27,7 @@ from ttvis.knn import (
     torch_knn,
 )
 from ttvis.numba_cache import numba_cache_dir
+from ttvis.run import TrainingRun
 
 K = 10
 
@@ -87,6 +90,19 @@ def test_nndescent_from_the_previous_graph_finds_the_exact_neighbours():
     assert stale < 0.9, f"the drift must change the neighbours (kept {stale:.3f})"
     assert recall >= 0.95, f"recall {recall:.3f} from the previous graph"
     np.testing.assert_array_equal(got.indices[:, 0], np.arange(3000))
+
+
+def test_dvi_starts_nn_descent_from_the_previous_epochs_graph(demo_run, caplog):
+    """Above knn.exact_below, DVI's epoch-2 k-NN starts from epoch 1's graph and is as good."""
+    run = TrainingRun(demo_run)
+    first = DVIDataModule(run, epoch=1, n_neighbors=K, exact_knn_below=0)
+    first.build()
+    second = DVIDataModule(run, epoch=2, n_neighbors=K, exact_knn_below=0, prev_knn=first.knn)
+    with caplog.at_level(logging.INFO, logger="ttvis.knn"):
+        second.build()
+    assert "nndescent from the previous graph" in caplog.text
+    truth = exact_knn(run.train_representations(2), K, device="cpu").indices
+    assert neighbour_overlap(second.knn.indices, truth).mean() / K >= 0.95
 
 
 _CHILD = textwrap.dedent(
