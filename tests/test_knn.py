@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -135,3 +136,21 @@ def test_numba_code_is_compiled_once_per_machine(tmp_path):
     for line in proc.stdout.strip().splitlines():
         name, hits, misses = line.split()
         assert int(hits) >= 1 and int(misses) == 0, f"{name}: {hits} hits, {misses} misses"
+
+
+def test_numba_cache_folder_follows_the_documented_settings(monkeypatch, tmp_path):
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setenv("TTVIS_CACHE_DIR", str(tmp_path / "ttvis"))
+    assert numba_cache_dir() == tmp_path / "ttvis" / "numba"
+    monkeypatch.delenv("TTVIS_CACHE_DIR")
+    assert numba_cache_dir() == Path("~/.cache/ttvis/numba").expanduser()
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "mine"))
+    assert numba_cache_dir() == tmp_path / "mine"
+
+
+def test_importing_ttvis_sets_numba_cache_dir_before_numba(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["TTVIS_CACHE_DIR"] = str(tmp_path)
+    code = "import ttvis, numba.core.config as c; print(c.CACHE_DIR)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == str(tmp_path / "numba"), out.stderr
