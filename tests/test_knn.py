@@ -154,3 +154,12 @@ def test_importing_ttvis_sets_numba_cache_dir_before_numba(tmp_path):
     code = "import ttvis, numba.core.config as c; print(c.CACHE_DIR)"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == str(tmp_path / "numba"), out.stderr
+
+
+def test_a_cache_folder_that_cannot_be_made_is_left_to_numba(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["TTVIS_CACHE_DIR"] = str(tmp_path / "file")  # {it}/numba cannot be created
+    code = "import os, ttvis; print(os.environ.get('NUMBA_CACHE_DIR', 'unset'))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "unset", out.stderr

@@ -37,9 +37,17 @@ def numba_cache_dir() -> Path:
 
 def use_cache_dir() -> None:
     """Set ``NUMBA_CACHE_DIR`` (see :func:`numba_cache_dir`) unless set; before numba's import,
-    which reads it."""
+    which reads it. A folder that cannot be created or written is left out (numba's own
+    default then applies): numba fails on saving into one."""
     if not os.environ.get(NUMBA_ENV):
-        os.environ[NUMBA_ENV] = str(numba_cache_dir())
+        folder = numba_cache_dir()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return
+        os.environ[NUMBA_ENV] = str(folder)
         if "numba" in sys.modules:  # too late for numba's config: tell it now
             from numba.core import config
 
