@@ -3,9 +3,9 @@
 python benchmarks/memory.py                       # 20 epochs of 20000 x 256, in a temp folder
 python benchmarks/memory.py --epochs 20 --samples 20000 --dim 256 --keep /data/synthetic
 
-The run is written epoch by epoch (memory-mapped), with 10 drifting Gaussian classes and the
+The run is written epoch by epoch (``synthetic.write_run``: 10 classes drifting apart, the
 predictions of a fixed linear head, so the subject head is recovered by least squares and
-backgrounds are drawn. ``train.py`` then runs in a subprocess with short training settings,
+backgrounds are drawn). ``train.py`` then runs in a subprocess with short training settings,
 once on the first 2 epochs and once on every epoch; the peak resident set size of each
 (``getrusage``, the child's maximum) is printed next to the size of one epoch's arrays. When
 nothing accumulates across epochs the two peaks are close.
@@ -14,7 +14,6 @@ nothing accumulates across epochs the two peaks are close.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -22,10 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+from synthetic import N_CLASSES, write_run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-N_CLASSES = 10
 # Short training: the point is memory across epochs, not the quality of the visualizers.
 FAST = [
     "trainer.max_epochs=1",
@@ -35,38 +33,6 @@ FAST = [
     "callbacks.progress_bar=null",
     "trainer.enable_progress_bar=false",
 ]
-
-
-def write_run(root: Path, epochs: int, samples: int, dim: int, seed: int = 0) -> Path:
-    """Write a synthetic run: ``epochs`` x ``[samples, dim]`` float32 representations.
-
-    Classes drift apart over the epochs; predictions are ``reps @ W + b`` for a fixed ``W``.
-    Only one epoch's array is in memory at a time.
-    """
-    rng = np.random.default_rng(seed)
-    rep_dir, pred_dir = root / "dataset/representation", root / "dataset/prediction"
-    rep_dir.mkdir(parents=True)
-    pred_dir.mkdir(parents=True)
-    (root / "dataset/label").mkdir(parents=True)
-    labels = rng.integers(0, N_CLASSES, samples)
-    np.save(root / "dataset/label/labels.npy", labels)
-    centres = rng.normal(size=(N_CLASSES, dim)).astype(np.float32)
-    weight = rng.normal(size=(dim, N_CLASSES)).astype(np.float32) / np.sqrt(dim)
-    bias = rng.normal(size=N_CLASSES).astype(np.float32)
-    for epoch in range(1, epochs + 1):
-        spread = 0.5 + 2.5 * epoch / epochs
-        reps = np.lib.format.open_memmap(
-            rep_dir / f"{epoch}.npy", mode="w+", dtype=np.float32, shape=(samples, dim)
-        )
-        reps[:] = spread * centres[labels] + rng.normal(size=(samples, dim)).astype(np.float32)
-        np.save(pred_dir / f"{epoch}.npy", np.asarray(reps) @ weight + bias)
-        reps.flush()
-        del reps
-    order = rng.permutation(samples)
-    split = int(0.8 * samples)
-    index = {"train": order[:split].tolist(), "test": order[split:].tolist()}
-    (root / "index.json").write_text(json.dumps(index))
-    return root
 
 
 def peak_rss_mib(args: list[str]) -> tuple[float, float]:

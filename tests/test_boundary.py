@@ -15,7 +15,8 @@ from ttvis.boundary import (
     flip_segments,
     neighbour_crossing_pairs,
 )
-from ttvis.complex import exact_knn, neighbour_overlap, query_knn
+from ttvis.complex import neighbour_overlap
+from ttvis.knn import exact_knn, query_knn
 from ttvis.run import TrainingRun
 from ttvis.subject import LinearHead, load_subject_head
 
@@ -145,7 +146,7 @@ def test_query_knn_matches_brute_force(cloud, exact_below):
     data, queries = cloud[:80], cloud[80:]
     d = np.sqrt(((queries[:, None, :] - data[None, :, :]).astype(np.float64) ** 2).sum(-1))
     idx = np.argsort(d, axis=1, kind="stable")[:, :7]
-    knn = query_knn(data, queries, 7, exact_below=exact_below, chunk_rows=9)
+    knn = query_knn(data, queries, 7, exact_below=exact_below, chunk_rows=9, device="cpu")
     assert knn.indices.shape == (40, 7) and knn.indices.dtype == np.int64
     if exact_below:
         np.testing.assert_array_equal(knn.indices, idx)

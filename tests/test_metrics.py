@@ -19,8 +19,8 @@ import torch
 from conftest import REPO_ROOT, copy_run, train_env
 
 from ttvis.boundary import boundary_points
-from ttvis.complex import KNNGraph
 from ttvis.export import atomic_save_npy, atomic_torch_save
+from ttvis.knn import KNNGraph
 from ttvis.metrics import (
     PER_EPOCH_KEYS,
     EvaluationError,

@@ -324,6 +324,31 @@ def test_train_py_rejects_bad_run(run, tmp_path):
     assert not (run / "visualize").exists()
 
 
+def test_train_py_reports_a_missing_folder_before_importing_training(tmp_path):
+    """A bad content_path is one line and exit 2 before torch, Lightning or numba-compiled
+    UMAP are imported (their imports take seconds; Python's own import log shows them)."""
+    missing = tmp_path / "nowhere"
+    proc = run_train(
+        [f"content_path={missing}"],
+        tmp_path,
+        env={"PYTHONPROFILEIMPORTTIME": "1"},
+        check=False,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    output = proc.stdout + proc.stderr
+    assert f"content_path {missing}: no such folder" in output
+    assert "Traceback" not in output
+    imported = {
+        line.rsplit("|", 1)[1].strip()
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "omegaconf" in imported  # the import log was captured
+    heavy = {"torch", "lightning", "umap", "pynndescent", "numba", "sklearn"}
+    assert not heavy & imported, f"imported before validation: {sorted(heavy & imported)}"
+
+
 def test_selected_epochs_accepts_none_one_or_a_list():
     from omegaconf import OmegaConf
 

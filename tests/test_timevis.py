@@ -174,7 +174,7 @@ def test_successor_anchors_match_brute_force(power):
 
 
 def test_timevis_anchors_join_each_sample_to_its_next_epoch(tiny_run):
-    from ttvis.complex import nearest_neighbors
+    from ttvis.knn import nearest_neighbors
 
     dm = TimeVisDataModule(tiny_run, n_neighbors=5, anchors=True, anchor_power=2.0)
     dm.build()

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ttvis.complex import EdgeSet, KNNGraph, edges_from_graph, fuzzy_complex, query_knn
+from ttvis.complex import EdgeSet, edges_from_graph, fuzzy_complex
+from ttvis.knn import EXACT_BELOW, KNNGraph, query_knn
 from ttvis.subject import SubjectHead
 
 log = logging.getLogger(__name__)
@@ -223,7 +224,7 @@ def boundary_complex(
     n_neighbors: int,
     n_epochs_per_sample: float,
     seed: int = 0,
-    exact_below: int = 10000,
+    exact_below: int = EXACT_BELOW,
 ) -> EdgeSet:
     """Edges from every training point and every boundary point to its nearest boundary points,
     fuzzy-set and pruned like the spatial complex (§4.2).
@@ -236,7 +237,7 @@ def boundary_complex(
         n_neighbors: boundary neighbours per vertex.
         n_epochs_per_sample: ``b_n_epochs``, for the pruning threshold.
         seed: random state.
-        exact_below: see :func:`ttvis.complex.query_knn`.
+        exact_below: see :func:`ttvis.knn.knn_backend`.
 
     Returns:
         The boundary :class:`EdgeSet` over ``N + M`` vertices.

@@ -1,8 +1,8 @@
 """Simplicial complexes: k-NN graphs turned into UMAP's fuzzy simplicial set (DESIGN.md §4.1).
 
-The heavy steps are delegated: pynndescent finds neighbours, ``umap.umap_.fuzzy_simplicial_set``
-builds the fuzzy set from them. What is ours is only the pruning and the flat edge arrays the
-datamodules stream from.
+The heavy steps are delegated: :mod:`ttvis.knn` finds neighbours,
+``umap.umap_.fuzzy_simplicial_set`` builds the fuzzy set from them. What is ours is only the
+pruning and the flat edge arrays the datamodules stream from.
 """
 
 from __future__ import annotations
@@ -14,25 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse
 
+from ttvis.knn import EXACT_BELOW, KNNGraph, nearest_neighbors
+from ttvis.numba_cache import cache_compiled_functions
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class KNNGraph:
-    """k nearest neighbours of every point, the point itself first.
-
-    Attributes:
-        indices: ``[N, k]`` int64 neighbour rows.
-        dists: ``[N, k]`` float32 distances, ascending per row.
-    """
-
-    indices: np.ndarray
-    dists: np.ndarray
-
-    @property
-    def n_neighbors(self) -> int:
-        """k."""
-        return self.indices.shape[1]
 
 
 @dataclass(frozen=True)
@@ -61,138 +46,6 @@ class EdgeSet:
         return int(math.floor(n_epochs_per_sample * float(self.weight.sum(dtype=np.float64))))
 
 
-def nndescent_params(n_points: int) -> tuple[int, int]:
-    """``(n_trees, n_iters)`` for pynndescent as the original tool scales them with N."""
-    n_trees = min(64, 5 + int(round(math.sqrt(n_points) / 20.0)))
-    n_iters = max(5, int(round(math.log2(max(n_points, 2)))))
-    return n_trees, n_iters
-
-
-def exact_knn(x: np.ndarray, n_neighbors: int, chunk_rows: int = 2048) -> KNNGraph:
-    """Exact Euclidean k-NN by brute force, in row chunks (for small N and for tests).
-
-    Args:
-        x: ``[N, D]`` points.
-        n_neighbors: k, counting the point itself (always first, even among duplicates).
-        chunk_rows: rows per distance block (memory ``chunk_rows * N`` floats).
-    """
-    return _brute_force_knn(x, x, n_neighbors, chunk_rows, self_first=True)
-
-
-def _brute_force_knn(
-    data: np.ndarray, queries: np.ndarray, k: int, chunk_rows: int, self_first: bool = False
-) -> KNNGraph:
-    """The ``k`` nearest rows of ``data [M, D]`` to each row of ``queries [Q, D]``, exactly,
-    ``chunk_rows`` queries at a time; ``self_first``: ``queries`` is ``data`` and each row is
-    put first in its own list."""
-    data = np.asarray(data, dtype=np.float64)
-    sq_data = (data * data).sum(1)
-    indices = np.empty((queries.shape[0], k), dtype=np.int64)
-    dists = np.empty((queries.shape[0], k), dtype=np.float32)
-    for start in range(0, queries.shape[0], chunk_rows):
-        block = np.asarray(queries[start : start + chunk_rows], dtype=np.float64)
-        d2 = (block * block).sum(1)[:, None] + sq_data[None, :] - 2.0 * block @ data.T
-        if self_first:
-            rows = np.arange(block.shape[0])
-            d2[rows, start + rows] = -1.0
-        stop = start + block.shape[0]
-        indices[start:stop], dists[start:stop] = _smallest(d2, k)
-    return KNNGraph(indices, dists)
-
-
-def _nndescent(data: np.ndarray, n_neighbors: int, metric: str, seed: int, **kwargs):
-    """A pynndescent index over ``data [M, D]`` with the original tool's tree and iteration
-    counts (:func:`nndescent_params`); ``kwargs`` go to ``NNDescent``."""
-    from pynndescent import NNDescent
-
-    n_trees, n_iters = nndescent_params(data.shape[0])
-    return NNDescent(
-        np.asarray(data, dtype=np.float32),
-        n_neighbors=n_neighbors,
-        metric=metric,
-        n_trees=n_trees,
-        n_iters=n_iters,
-        random_state=seed,
-        verbose=False,
-        **kwargs,
-    )
-
-
-def _smallest(d2: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Column indices of the ``k`` smallest squared distances per row of ``d2 [R, M]``,
-    ascending, and their distances (negative entries count as 0)."""
-    part = np.argpartition(d2, k - 1, axis=1)[:, :k]
-    part_d = np.take_along_axis(d2, part, 1)
-    order = np.argsort(part_d, axis=1, kind="stable")
-    dist = np.sqrt(np.maximum(np.take_along_axis(part_d, order, 1), 0.0))
-    return np.take_along_axis(part, order, 1), dist
-
-
-def query_knn(
-    data: np.ndarray,
-    queries: np.ndarray,
-    n_neighbors: int,
-    seed: int = 0,
-    exact_below: int = 4096,
-    chunk_rows: int = 2048,
-) -> KNNGraph:
-    """The ``n_neighbors`` nearest rows of ``data`` to every row of ``queries`` (Euclidean).
-
-    Brute force in row chunks when ``data`` has fewer than ``exact_below`` rows, otherwise a
-    pynndescent index over ``data`` queried with ``queries``.
-
-    Args:
-        data: ``[M, D]`` points to search, ``M >= n_neighbors``.
-        queries: ``[Q, D]`` points to find neighbours for.
-        n_neighbors: k.
-        seed: random state of the index.
-        exact_below: see above.
-        chunk_rows: query rows per distance block (memory ``chunk_rows * M`` floats).
-
-    Returns:
-        :class:`KNNGraph` with ``[Q, k]`` indices into ``data`` and their distances.
-    """
-    m = data.shape[0]
-    if n_neighbors > m:
-        raise ValueError(f"n_neighbors={n_neighbors} needs at least {n_neighbors} points, got {m}")
-    if m >= exact_below:
-        index = _nndescent(data, n_neighbors, "euclidean", seed)
-        indices, dists = index.query(np.asarray(queries, dtype=np.float32), k=n_neighbors)
-        return KNNGraph(indices.astype(np.int64), dists.astype(np.float32))
-    return _brute_force_knn(data, queries, n_neighbors, chunk_rows)
-
-
-def nearest_neighbors(
-    x: np.ndarray,
-    n_neighbors: int,
-    metric: str = "euclidean",
-    seed: int = 0,
-    exact_below: int = 4096,
-) -> KNNGraph:
-    """k nearest neighbours of every row of ``x`` (self included), via pynndescent.
-
-    Args:
-        x: ``[N, D]`` float points.
-        n_neighbors: k, counting the point itself; must be < N.
-        metric: any pynndescent metric name; ``euclidean`` is DVI's.
-        seed: random state for the trees.
-        exact_below: below this N, and for ``euclidean``, brute force is both exact and faster.
-
-    Returns:
-        The :class:`KNNGraph`.
-    """
-    n = x.shape[0]
-    if n_neighbors >= n:
-        raise ValueError(
-            f"n_neighbors={n_neighbors} needs at least {n_neighbors + 1} points, got {n}"
-        )
-    if metric == "euclidean" and n < exact_below:
-        return exact_knn(x, n_neighbors)
-    index = _nndescent(x, n_neighbors, metric, seed, max_candidates=60)
-    indices, dists = index.neighbor_graph
-    return KNNGraph(indices.astype(np.int64), dists.astype(np.float32))
-
-
 def fuzzy_complex(
     knn: KNNGraph,
     n_epochs_per_sample: float,
@@ -210,8 +63,12 @@ def fuzzy_complex(
         ``(graph, sigmas, rhos)``: the symmetric ``[N, N]`` membership graph (COO) and UMAP's
         per-vertex ``sigma [N]`` and ``rho [N]``.
     """
+    import pynndescent
+    import umap
     from umap.umap_ import fuzzy_simplicial_set
 
+    cache_compiled_functions(pynndescent)  # umap imports it
+    cache_compiled_functions(umap)
     n = knn.indices.shape[0]
     graph, sigmas, rhos = fuzzy_simplicial_set(
         X=np.zeros((n, 1), dtype=np.float32),  # unused: neighbours are precomputed
@@ -253,7 +110,8 @@ def spatial_complex(
     n_epochs_per_sample: float,
     metric: str = "euclidean",
     seed: int = 0,
-    exact_below: int = 4096,
+    exact_below: int = EXACT_BELOW,
+    init: KNNGraph | None = None,
 ) -> tuple[EdgeSet, KNNGraph]:
     """The spatial complex of one epoch (§4.1): k-NN, fuzzy set, pruning, flat edges.
 
@@ -263,12 +121,16 @@ def spatial_complex(
         n_epochs_per_sample: ``s_n_epochs``.
         metric: k-NN metric.
         seed: random state.
-        exact_below: see :func:`nearest_neighbors`.
+        exact_below: see :func:`ttvis.knn.knn_backend`.
+        init: a k-NN graph of the same points to start NN-descent from (the previous epoch's);
+            see :func:`ttvis.knn.nearest_neighbors`.
 
     Returns:
         ``(edges, knn)``.
     """
-    knn = nearest_neighbors(x, n_neighbors, metric=metric, seed=seed, exact_below=exact_below)
+    knn = nearest_neighbors(
+        x, n_neighbors, metric=metric, seed=seed, exact_below=exact_below, init=init
+    )
     graph, sigmas, rhos = fuzzy_complex(knn, n_epochs_per_sample, seed=seed)
     return edges_from_graph(graph, sigmas, rhos), knn
 

@@ -86,28 +86,6 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def require_writable_dir(path: str | Path) -> Path:
-    """Check that folder ``path`` exists and is writable or can be created; return it resolved.
-
-    Nothing is created. Raises :class:`~ttvis.run.RunError` naming the read-only or
-    non-folder ancestor and the ``output_dir=`` override that writes elsewhere.
-    """
-    from ttvis.run import RunError
-
-    path = Path(path).expanduser().resolve()
-    existing = path
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise RunError(f"cannot write exports to {path}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise RunError(
-            f"cannot write exports to {path}: {existing} is read-only. ttvis never changes "
-            "the run's input files; pass output_dir=/a/writable/folder to export elsewhere"
-        )
-    return path
-
-
 def export_paths(out_dir: str | Path, epoch: int) -> dict[str, Path]:
     """Where one subject epoch's exports go (DESIGN.md §2), by kind.
 

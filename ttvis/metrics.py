@@ -18,8 +18,9 @@ temporal preserving        per sample, Pearson correlation over consecutive     
                            neighbour-preserving rate and the 2-D movement
 =========================  ==================================================  =====
 
-k-NN lists never contain the point itself and are exact (brute force below
-``exact_below`` points, scikit-learn's exact search above), so every number is deterministic.
+k-NN lists never contain the point itself and are exact (:func:`ttvis.knn.knn_backend` with no
+approximation: brute force on a GPU or below ``exact_below`` points, scikit-learn's exact search
+above), so every number is deterministic.
 Test-set variants follow the original DVI tool: a test sample's neighbours are searched among
 train ∪ test points, and only the test rows are scored.
 """
@@ -37,14 +38,9 @@ import numpy as np
 import torch
 
 from ttvis.boundary import boundary_points
-from ttvis.complex import (
-    KNNGraph,
-    exact_knn,
-    neighbour_overlap,
-    neighbour_preserving_rate,
-    query_knn,
-)
+from ttvis.complex import neighbour_overlap, neighbour_preserving_rate
 from ttvis.export import atomic_write_text, epochs_with_projection
+from ttvis.knn import EXACT_BELOW, SKLEARN, KNNGraph, exact_knn, knn_backend, query_knn
 from ttvis.modules.autoencoder import Autoencoder
 from ttvis.run import TrainingRun
 from ttvis.subject import try_load_subject_head
@@ -53,7 +49,6 @@ log = logging.getLogger(__name__)
 
 EXPORT_ROOT = Path("visualize")
 METRICS_FILE = "metrics.json"
-EXACT_BELOW = 20000  # up to this many points, brute-force k-NN (complex.exact_knn)
 PER_EPOCH_KEYS = (
     "nn_train",
     "nn_test",
@@ -86,8 +81,8 @@ def knn_indices(
         k: neighbours per point; needs ``k < M``.
         rows: ``[R]`` row indices of the query points (their neighbours are still searched
             among all M points); None queries every row.
-        exact_below: below this M, :func:`ttvis.complex.exact_knn` (dense blocks); from it on,
-            scikit-learn's exact ``NearestNeighbors`` (no ``M x M`` matrix).
+        exact_below: on CPU, below this M :func:`ttvis.knn.exact_knn` (dense blocks); from
+            it on scikit-learn's exact ``NearestNeighbors`` (:func:`ttvis.knn.knn_backend`).
 
     Returns:
         ``[R, k]`` (or ``[M, k]``) int64 row indices into ``x``, nearest first.
@@ -97,13 +92,10 @@ def knn_indices(
     if not 0 < k < m:
         raise ValueError(f"k={k} neighbours need 1 <= k < number of points, got {m} points")
     rows = np.arange(m) if rows is None else np.asarray(rows, dtype=np.int64)
-    if m < exact_below:
+    if knn_backend(m, exact_below, approximate=False) != SKLEARN:
         return exact_knn(x, k + 1).indices[rows, 1:]  # exact_knn puts the point itself first
-    from sklearn.neighbors import NearestNeighbors
-
-    index = NearestNeighbors(n_neighbors=k + 1).fit(np.asarray(x, dtype=np.float32))
-    found = index.kneighbors(np.asarray(x[rows], dtype=np.float32), return_distance=False)
-    return _drop_self(found.astype(np.int64), rows)
+    found = query_knn(x, x[rows], k + 1, exact_below=exact_below, approximate=False).indices
+    return _drop_self(found, rows)
 
 
 def _drop_self(found: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -184,7 +176,7 @@ def boundary_preserving(
         boundary_high: ``[B, D]`` boundary points, ``B >= k``.
         boundary_low: ``[B, 2]`` their projections.
         k: boundary neighbours per sample.
-        exact_below: see :func:`ttvis.complex.query_knn`.
+        exact_below: see :func:`ttvis.knn.knn_backend`.
 
     Returns:
         ``[M]`` int64 intersection sizes, 0..k.
@@ -192,8 +184,8 @@ def boundary_preserving(
     _check_pair(high, low)
     _check_pair(boundary_high, boundary_low)
     return neighbour_overlap(
-        query_knn(boundary_high, high, k, exact_below=exact_below).indices,
-        query_knn(boundary_low, low, k, exact_below=exact_below).indices,
+        query_knn(boundary_high, high, k, exact_below=exact_below, approximate=False).indices,
+        query_knn(boundary_low, low, k, exact_below=exact_below, approximate=False).indices,
     )
 
 

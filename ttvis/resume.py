@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ttvis.complex import KNNGraph
 from ttvis.export import atomic_torch_save, export_paths
+from ttvis.knn import KNNGraph
 from ttvis.run import INDEX_FILE, TrainingRun
 
 log = logging.getLogger(__name__)

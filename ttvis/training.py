@@ -18,9 +18,9 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
 from ttvis.callbacks import encode_points
-from ttvis.export import require_writable_dir
+from ttvis.preflight import open_run
 from ttvis.resume import EpochCheckpoint, ResumeStore, settings_fingerprint
-from ttvis.run import RunError, TrainingRun, selected_epochs
+from ttvis.run import TrainingRun
 from ttvis.subject import try_load_subject_head
 
 log = logging.getLogger(__name__)
@@ -63,28 +63,6 @@ def make_trainer(cfg: DictConfig, logger: Logger | bool, **overrides: Any) -> L.
     return instantiate(
         cfg.trainer, callbacks=instantiate_callbacks(cfg), logger=logger, **overrides
     )
-
-
-def open_run(cfg: DictConfig) -> TrainingRun:
-    """Validate ``cfg.content_path``, ``cfg.epochs``, ``method.n_neighbors``, the anchor
-    settings and that ``cfg.output_dir`` is writable, before any work starts; raises
-    :class:`RunError`."""
-    epochs = selected_epochs(cfg.get("epochs"))
-    run = TrainingRun(cfg.content_path, epochs=epochs, check_values=cfg.get("check_values", True))
-    log.info("%s", run)
-    if cfg.method.get("n_neighbors") is not None:
-        run.require_training_points(cfg.method.n_neighbors)
-    for key in ("lambda_anchor", "anchor_power"):
-        value = cfg.method.get(key)
-        if value is not None and not value >= 0:  # also refuses NaN
-            raise RunError(f"method.{key}={value}: expected a number >= 0")
-    require_writable_dir(cfg.output_dir)
-    if run.is_classification:
-        # Fail early and loudly if backgrounds will be white, instead of after training.
-        try_load_subject_head(
-            run, run.epochs[0], max_linear_residual=cfg.export.max_linear_residual
-        )
-    return run
 
 
 def training_head(cfg: DictConfig, run: TrainingRun, epoch: int):
@@ -146,13 +124,21 @@ def warm_fit(cfg: DictConfig, changed: float = 1.0) -> tuple[dict[str, Any], dic
     return module_overrides, trainer_overrides
 
 
+def callback_seconds(trainer: L.Trainer) -> dict[str, float]:
+    """Seconds each timed callback of ``trainer`` spent, by class name (``ExportCallback``:
+    the exports, ``PlotCallback``: the pictures)."""
+    return {type(cb).__name__: cb.seconds for cb in trainer.callbacks if hasattr(cb, "seconds")}
+
+
 def fit_dvi(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dict[str, Any]:
     """DVI: one visualizer per subject epoch, each warm-started from the previous (§4).
 
     Returns:
         ``{"epochs": {e: final mean loss}, "draws_per_point": {e: edges drawn per training
         point}, "edges": edges trained on by this process,
-        "seconds": {"complex": .., "train": .., "export": ..}}``.
+        "seconds": {"complex": .., "train": .., "export": ..}, "per_epoch": {e: {"complex",
+        "train", "callbacks" (:func:`callback_seconds`), "edges", "draws_per_epoch"}}}``
+        (seconds; ``draws_per_epoch``: edge draws per visualizer epoch over all processes).
     """
     prev_state, prev_knn, prev_positions = None, None, None
     summary: dict[str, Any] = {
@@ -160,6 +146,7 @@ def fit_dvi(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dict[st
         "draws_per_point": {},
         "edges": 0,
         "seconds": {"complex": 0.0, "train": 0.0, "export": 0.0},
+        "per_epoch": {},
     }
     store = ResumeStore(cfg.output_dir, run, settings_fingerprint(cfg))
     done: list[int] = []
@@ -234,6 +221,13 @@ def fit_dvi(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dict[st
         summary["seconds"]["train"] += t2 - t1 - export_seconds
         summary["seconds"]["export"] += export_seconds
         summary["edges"] += module.edges_seen
+        summary["per_epoch"][epoch] = {
+            "complex": t1 - t0,
+            "train": t2 - t1 - export_seconds,
+            "callbacks": callback_seconds(trainer),
+            "edges": module.edges_seen,
+            "draws_per_epoch": datamodule.n_edges,
+        }
         prev_state = {n: p.detach().clone() for n, p in module.autoencoder.state_dict().items()}
         prev_knn = datamodule.knn
         prev_positions = encode_points(module, datamodule.train_reps, cfg.export.batch_size)
@@ -244,10 +238,12 @@ def fit_dvi(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dict[st
     return summary
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Validate the run, fit the configured method, export; return a summary dict."""
+def train(cfg: DictConfig, run: TrainingRun | None = None) -> dict[str, Any]:
+    """Validate the run (unless ``run`` is the one :func:`~ttvis.preflight.open_run` already
+    returned for ``cfg``), fit the configured method, export; return a summary dict."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    run = open_run(cfg)
+    if run is None:
+        run = open_run(cfg)
     logger = instantiate_logger(cfg)
     fit = instantiate(cfg.method.fit)
     start = time.perf_counter()
@@ -288,8 +284,9 @@ def fit_timevis(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dic
     """TimeVis: one visualizer for every epoch, trained on the spatio-temporal complex (§5).
 
     Returns:
-        The same summary as :func:`fit_dvi`; ``epochs`` maps every exported epoch to the one
-        model's final mean loss.
+        The same summary as :func:`fit_dvi` without ``per_epoch``; ``epochs`` maps every
+        exported epoch to the one model's final mean loss; ``callbacks``, ``draws_per_epoch``
+        and ``vertices`` (of the spatio-temporal complex) describe the one fit.
     """
     t0 = time.perf_counter()
     anchors = bool(cfg.method.get("lambda_anchor", 0))
@@ -313,6 +310,7 @@ def fit_timevis(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dic
     loss = trainer.callback_metrics.get("loss")
     loss = float(loss) if loss is not None else None
     export_seconds = sum(getattr(cb, "seconds", 0.0) for cb in trainer.callbacks)
+    callbacks = callback_seconds(trainer)
     log.info(
         "TimeVis: %d visualizer epochs over %d subject epochs, final loss %.4f, %.1fs",
         trainer.current_epoch,
@@ -328,4 +326,7 @@ def fit_timevis(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dic
             "train": t2 - t1 - export_seconds,
             "export": export_seconds,
         },
+        "callbacks": callbacks,
+        "draws_per_epoch": datamodule.n_edges,
+        "vertices": datamodule.layout.n_vertices,
     }

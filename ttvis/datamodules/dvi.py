@@ -18,6 +18,7 @@ from ttvis.complex import (
     spatial_complex,
 )
 from ttvis.datamodules.edges import EdgeDataModule
+from ttvis.knn import EXACT_BELOW
 from ttvis.run import TrainingRun
 from ttvis.subject import SubjectHead
 
@@ -40,8 +41,8 @@ class DVIDataModule(EdgeDataModule):
         boundary_steps: bisection steps per pair.
         batch_size: edges per batch and process.
         metric: k-NN metric.
-        exact_knn_below: training sets smaller than this use exact brute-force k-NN, larger ones
-            pynndescent (whose one-off compilation costs ~30 s per process).
+        exact_knn_below: see :func:`ttvis.knn.knn_backend` (``knn.exact_below``); NN-descent
+            starts from ``prev_knn``.
         seed: seeds the k-NN and the edge draws.
         prev_knn: the previous subject epoch's k-NN graph, to measure how many neighbours each
             sample keeps (``npr``) for the temporal loss weight.
@@ -74,7 +75,7 @@ class DVIDataModule(EdgeDataModule):
         boundary_mix_width: float = 0.3,
         batch_size: int = 1000,
         metric: str = "euclidean",
-        exact_knn_below: int = 10000,
+        exact_knn_below: int = EXACT_BELOW,
         seed: int = 0,
         prev_knn: KNNGraph | None = None,
         prev_positions: np.ndarray | None = None,
@@ -116,6 +117,7 @@ class DVIDataModule(EdgeDataModule):
             metric=self.metric,
             seed=self.seed,
             exact_below=self.exact_knn_below,
+            init=self.prev_knn,  # NN-descent starts from the previous epoch's graph
         )
         self.n_edges = self.edges.edges_per_epoch(self.s_n_epochs)
         n_boundary_edges = 0

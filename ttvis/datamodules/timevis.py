@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ttvis.complex import EdgeSet, combine_edges, edges_from_graph, spatial_complex
 from ttvis.datamodules.edges import EdgeDataModule
+from ttvis.knn import EXACT_BELOW
 from ttvis.run import RunError, TrainingRun
 from ttvis.temporal import (
     KCenterResult,
@@ -55,8 +56,7 @@ class TimeVisDataModule(EdgeDataModule):
         anchor_power: sharpens the anchor weights.
         batch_size: edges per batch and process.
         metric: spatial k-NN metric.
-        exact_knn_below: epochs with fewer training points use exact k-NN, larger ones
-            pynndescent.
+        exact_knn_below: see :func:`ttvis.knn.knn_backend` (``knn.exact_below``).
         seed: seeds the k-NN and the edge draws.
     """
 
@@ -75,7 +75,7 @@ class TimeVisDataModule(EdgeDataModule):
         anchor_power: float = 1.0,
         batch_size: int = 1000,
         metric: str = "euclidean",
-        exact_knn_below: int = 10000,
+        exact_knn_below: int = EXACT_BELOW,
         seed: int = 0,
     ) -> None:
         if sampling not in SAMPLING:
