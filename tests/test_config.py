@@ -85,7 +85,11 @@ def test_hidden_dims_override_changes_dims(demo_run):
 def test_trainer_and_callbacks_instantiate(demo_run, tmp_path):
     cfg = _compose("dvi", "default", demo_run, [f"hydra.run.dir={tmp_path}"])
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c]
-    assert {type(c).__name__ for c in callbacks} >= {"ExportCallback", "EarlyStopping"}
+    assert {type(c).__name__ for c in callbacks} >= {"ExportCallback", "PlotCallback"}
+    assert "EarlyStopping" not in {type(c).__name__ for c in callbacks}  # fits run their length
+    stopping = _compose("dvi", "default", demo_run, ["callbacks=early_stopping"])
+    names = {type(instantiate(c)).__name__ for c in stopping.callbacks.values() if c}
+    assert names >= {"ExportCallback", "EarlyStopping"}
     export = next(c for c in callbacks if type(c).__name__ == "ExportCallback")
     assert Path(export.out_dir) == demo_run / "visualize" / "DVI"
     assert OmegaConf.select(cfg, "trainer._target_") == "lightning.pytorch.Trainer"

@@ -243,7 +243,6 @@ def test_output_dir_under_a_file_is_refused(run_copy, tmp_path):
 SLOW_FIT = [
     "trainer.max_epochs=40",
     "method.warm_max_epochs=40",
-    "callbacks.early_stopping=null",
     "method.s_n_epochs=2",
     "method.batch_size=100",
 ]
