@@ -94,6 +94,20 @@ def test_edge_stream_ranks_draw_their_own_half():
     assert _drawn_edges(again) == drawn[0]
 
 
+def test_edge_stream_without_dedup_draws_the_same_edges_one_row_per_end():
+    deduped = EdgeStream(_reps(), _edge_set(), n_edges=2500, batch_size=700, seed=5)
+    plain = EdgeStream(_reps(), _edge_set(), n_edges=2500, batch_size=700, seed=5, dedup=False)
+    assert deduped.dedup and not plain.dedup  # None means: on CPU, dedup
+    pairs = []
+    for batch in plain:
+        x, size = batch["x"], batch["head_pos"].numel()
+        assert x.shape[0] == 2 * size and batch["counts"].tolist() == [1] * (2 * size)
+        heads = x[batch["head_pos"], 0].long().tolist()
+        tails = x[batch["tail_pos"], 0].long().tolist()
+        pairs += list(zip(heads, tails, strict=True))
+    assert pairs == _drawn_edges(deduped)
+
+
 def test_edge_stream_rejects_empty_complex():
     empty = EdgeSet(*(np.zeros(0, t) for t in (np.int64, np.int64, np.float32)),
                     np.ones(6, np.float32), np.zeros(6, np.float32))  # fmt: skip

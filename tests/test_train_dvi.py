@@ -110,7 +110,25 @@ def test_selected_non_contiguous_epochs(demo_run, tmp_path):
     check_export(content, [1, 3])
 
 
+def _mean_neighbour_preserving(content: Path, epochs: list[int], k: int = 10) -> float:
+    """Mean over ``epochs`` of the training samples' neighbour preserving of an export."""
+    from ttvis.metrics import neighbour_preserving
+
+    run = TrainingRun(content)
+    values = []
+    for epoch in epochs:
+        high = np.asarray(run.train_representations(epoch))
+        low = np.load(content / "visualize" / "DVI" / "projection" / f"{epoch}.npy")
+        values.append(neighbour_preserving(high, low[run.train_points], k).mean())
+    return float(np.mean(values))
+
+
 def test_ddp_two_processes(demo_run, tmp_path):
+    """Two processes do the optimisation one does (each draws half of every step's edges),
+    so the maps keep as many neighbours; with half the steps they kept fewer."""
+    settings = ["method.s_n_epochs=2", "method.batch_size=200", "trainer.max_epochs=4"]
+    single = copy_run(demo_run, tmp_path / "single")
+    run_train([f"content_path={single}", *settings], tmp_path / "1")
     content = copy_run(demo_run, tmp_path / "run")
     proc = run_train(
         [
@@ -118,12 +136,15 @@ def test_ddp_two_processes(demo_run, tmp_path):
             "trainer.accelerator=cpu",
             "trainer.devices=2",
             "trainer.strategy=ddp",
+            *settings,
         ],
         tmp_path,
     )
     output = proc.stdout + proc.stderr
     assert "GLOBAL_RANK: 1" in output, "the second process never started"
     check_export(content, [1, 2, 3])
+    one, two = (_mean_neighbour_preserving(c, [1, 2, 3]) for c in (single, content))
+    assert two > one - 0.5, (one, two)
 
 
 def test_ddp_spawn_two_processes(demo_run, tmp_path):

@@ -203,7 +203,7 @@ def fit_dvi(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dict[st
         t2 = time.perf_counter()
         loss = trainer.callback_metrics.get("loss")
         summary["epochs"][epoch] = float(loss) if loss is not None else None
-        draws = module.edges_seen / datamodule.train_reps.shape[0]
+        draws = module.edges_seen * trainer.world_size / datamodule.train_reps.shape[0]
         summary["draws_per_point"][epoch] = draws
         log.info(
             "epoch %d (%d/%d): %d visualizer epochs, %.0f edge draws per training point, final "

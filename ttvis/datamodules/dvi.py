@@ -39,7 +39,7 @@ class DVIDataModule(EdgeDataModule):
             as a share of the training points (§4.2).
         boundary_delta: largest normalised top-1/top-2 logit gap of a boundary point.
         boundary_steps: bisection steps per pair.
-        batch_size: edges per batch and process.
+        batch_size: edges per optimizer step over all processes.
         metric: k-NN metric.
         exact_knn_below: see :func:`ttvis.knn.knn_backend` (``knn.exact_below``); NN-descent
             starts from ``prev_knn``.

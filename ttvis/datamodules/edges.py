@@ -44,6 +44,10 @@ class EdgeStream:
             uniformly, at a mixing weight within ``segment_width`` of the flip.
         segment_fraction: boundary-segment points per edge of a batch.
         segment_width: how far from the flip, as a share of the segment, the points may lie.
+        dedup: pass each distinct vertex of a batch once (with its count) instead of once per
+            edge end: fewer rows through the network when batches revisit vertices, at the
+            price of a ``torch.unique`` whose output size the host waits for. None: on CPU
+            only (on an accelerator the wait costs more than the rows).
 
     Yields:
         ``{"x": [U, D], "head_pos": [B], "tail_pos": [B], "counts": [U], **vertex_data}``
@@ -66,6 +70,7 @@ class EdgeStream:
         segments: FlipSegments | None = None,
         segment_fraction: float = 0.0,
         segment_width: float = 0.3,
+        dedup: bool | None = None,
     ) -> None:
         if len(edges) == 0:
             raise ValueError("the complex has no edges to sample")
@@ -95,6 +100,7 @@ class EdgeStream:
             )
         self.segment_fraction = float(segment_fraction)
         self.segment_width = float(segment_width)
+        self.dedup = device.type == "cpu" if dedup is None else bool(dedup)
 
     def __len__(self) -> int:
         return math.ceil(self.n_local / self.batch_size)
@@ -111,7 +117,13 @@ class EdgeStream:
             u = torch.rand(size, generator=generator, device=device, dtype=torch.float64)
             picked = torch.searchsorted(self.cdf, u * self.total).clamp_max(self.cdf.shape[0] - 1)
             ends = torch.cat([self.head[picked], self.tail[picked]])
-            vertices, inverse, counts = torch.unique(ends, return_inverse=True, return_counts=True)
+            if self.dedup:
+                vertices, inverse, counts = torch.unique(
+                    ends, return_inverse=True, return_counts=True
+                )
+            else:  # every end its own row: no output whose size the host must wait for
+                vertices, inverse = ends, torch.arange(ends.shape[0], device=device)
+                counts = torch.ones_like(ends)
             batch = {
                 "x": self.reps[vertices],
                 "head_pos": inverse[:size],
@@ -146,7 +158,8 @@ class EdgeDataModule(L.LightningDataModule):
     Args:
         run: the validated training run.
         n_neighbors: k of the spatial k-NN graph; the run needs more training points than this.
-        batch_size: edges per batch and process.
+        batch_size: edges per optimizer step, over all processes (each of N processes draws
+            ``ceil(batch_size / N)``).
         seed: seeds the k-NN and the edge draws.
     """
 
@@ -208,16 +221,20 @@ class EdgeDataModule(L.LightningDataModule):
             return
         trainer = self.trainer
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        world_size = trainer.world_size if trainer is not None else 1
         edges, n_edges, seed, vertex_data = self.stream_spec()
         segments, fraction, width = self.segment_spec()
         self._stream = EdgeStream(
             torch.as_tensor(self.stream_vertices(), device=device),
             edges,
             n_edges=n_edges,
-            batch_size=self.batch_size,
+            # N processes take the optimizer steps one would, each on 1/N of the step's edges
+            # (their gradients are averaged), so the fit is the same optimisation, N times as
+            # fast: not N times fewer steps of the same size.
+            batch_size=math.ceil(self.batch_size / world_size),
             seed=seed,
             rank=trainer.global_rank if trainer is not None else 0,
-            world_size=trainer.world_size if trainer is not None else 1,
+            world_size=world_size,
             vertex_data=vertex_data,
             anchor_vertex=self.anchor_vertices(),
             segments=segments,

@@ -54,7 +54,7 @@ class TimeVisDataModule(EdgeDataModule):
             (:func:`ttvis.temporal.successor_anchors`). With k-center sampling the two
             epochs' neighbour lists are over different selections, so shares run lower.
         anchor_power: sharpens the anchor weights.
-        batch_size: edges per batch and process.
+        batch_size: edges per optimizer step over all processes.
         metric: spatial k-NN metric.
         exact_knn_below: see :func:`ttvis.knn.knn_backend` (``knn.exact_below``).
         seed: seeds the k-NN and the edge draws.
