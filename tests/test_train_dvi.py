@@ -176,3 +176,15 @@ def test_boundary_complex_run(demo_run, tmp_path):
     found = re.findall(r"epoch (\d): complex of \d+ points and (\d+) boundary points", output)
     assert [e for e, _ in found] == ["2", "3"], output[-2000:]
     assert all(int(m) > 5 for _, m in found), found
+
+
+def test_bf16_autocast_keeps_float32_exports(demo_run, tmp_path):
+    """``trainer.precision=bf16-mixed`` trains under autocast; the exported files stay float32."""
+    import torch
+
+    content = copy_run(demo_run, tmp_path / "run")
+    run_train([f"content_path={content}", "epochs=[1,2]", "trainer.precision=bf16-mixed"], tmp_path)
+    vis = check_export(content, [1, 2])
+    assert np.load(vis / "projection" / "2.npy").dtype == np.float32
+    state = torch.load(vis / "vismodel" / "2.pth", weights_only=True)["state_dict"]
+    assert {v.dtype for v in state.values()} == {torch.float32}
