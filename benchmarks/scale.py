@@ -101,10 +101,21 @@ def child(method: str, run: Path, overrides: list[str]) -> None:
     print(RESULT_TAG + json.dumps(summary, default=str), flush=True)
 
 
-def run_child(method: str, run: Path, overrides: list[str]) -> dict:
+def device_env(device: str) -> dict[str, str]:
+    """The environment of the child processes: with ``cpu``, no GPU is visible (the k-NN would
+    otherwise use one)."""
+    env = dict(os.environ)
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
+
+
+def run_child(method: str, run: Path, overrides: list[str], device: str) -> dict:
     """:func:`child` in a fresh process; its summary."""
     cmd = [sys.executable, __file__, "--child", method, "--run", str(run), *overrides]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        cmd, cwd=REPO_ROOT, env=device_env(device), capture_output=True, text=True
+    )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]
     if proc.returncode != 0 or not lines:
         sys.exit(f"{method} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -153,7 +164,8 @@ def evaluate(run: Path, vis: str, device: str) -> float:
             "tensorboard_dir=null",
             f"hydra.run.dir={tmp}",
         ]
-        proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True)
+        env = device_env(device)
+        proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"evaluate.py failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     return time.perf_counter() - start
@@ -196,7 +208,7 @@ def main() -> None:
     )
     for method in opts.methods:
         start = time.perf_counter()
-        summary = run_child(method, run, for_method(method, overrides))
+        summary = run_child(method, run, for_method(method, overrides), opts.device)
         wall = time.perf_counter() - start
         print(f"{METHODS[method]}: {wall:.1f}s wall, peak RSS {summary['peak_rss_mib']:,.0f} MiB")
         if method == "dvi":
