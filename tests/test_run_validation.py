@@ -51,6 +51,17 @@ def test_demo_run_is_valid(demo_run):
     assert run.train_representations(2).shape == (192, 64)
 
 
+def test_the_demo_is_written_by_the_recorder(demo_run):
+    """One way to write runs: the demo's folder is the recorder's layout (train rows, then test
+    rows; the original tool's attributes) plus the demo's own model recipe."""
+    config = json.loads((demo_run / "config.json").read_text())
+    assert config["recorder"]["subject_head"] == "linear"
+    assert {"label", "prediction"} <= set(config["dataset"]["attributes"])
+    assert config["subject_model"]["class"] == "DigitsMLP" and (demo_run / "model.py").is_file()
+    index = json.loads((demo_run / "index.json").read_text())
+    assert index == {"train": list(range(192)), "test": list(range(192, 240))}
+
+
 def test_building_the_demo_leaves_the_callers_random_stream_alone(demo_run, tmp_path):
     """train.py builds the demo inside its seeded run: a first build must not change what the
     visualizer then draws, and the demo is the same whatever the caller's random state."""
