@@ -1,4 +1,4 @@
-"""Measure the quality of exported visualizers (DESIGN.md §7) and write metrics.json.
+"""Measure the quality of exported visualizers (docs/design.md §7) and write metrics.json.
 
 python evaluate.py content_path=/data/run                      # visualize/DVI
 python evaluate.py content_path=/data/run "vis=[DVI,TimeVis]"  # side by side; or vis='DVI,TimeVis'

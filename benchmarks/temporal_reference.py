@@ -2,7 +2,7 @@
 
     python benchmarks/temporal_reference.py RUN [VIS ...] [--k 15]
 
-Temporal preserving (DESIGN.md §7) correlates, per training sample and over consecutive epoch
+Temporal preserving (docs/design.md §7) correlates, per training sample and over consecutive epoch
 pairs, the share of its k-NN kept in the high dimension with how far it moves in 2-D. This prints
 the figure a map would reach if every sample's movement were
 

@@ -1,4 +1,4 @@
-"""Quality metrics (DESIGN.md §7) against plain brute-force references, and evaluate.py end to end.
+"""Quality metrics (docs/design.md §7) against brute-force references, and evaluate.py end to end.
 
 The references below are deliberately naive (Python loops, sets, ``math.exp``) so that they
 are obviously right; the library versions are vectorised and must agree with them exactly.

@@ -1,4 +1,4 @@
-"""The data contract (DESIGN.md §1): every bad input fails early with a message naming the file."""
+"""The data contract (docs/design.md §1): every bad input fails early, naming the file."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ an MLP reaches about 60-70%; needs ``pip install mnist1d``), with one of several
 recipes (:data:`RECIPES`: Adam; SGD with momentum, whose first epochs' features are several
 times smaller than later ones; a wide network at a high rate, whose features change fast).
 Together they are the family of runs ttvis's defaults are tuned and judged on. The run folder
-(DESIGN.md §1) is written by :class:`ttvis.record.Recorder`, the same writer users call:
+(docs/design.md §1) is written by :class:`ttvis.record.Recorder`, the same writer users call:
 ``model/{e}.pth``, ``dataset/representation/{e}.npy`` (the 64-d penultimate features),
 ``dataset/prediction/{e}.npy`` (logits), ``dataset/label/labels.npy``, ``index.json`` (an 80/20
 seeded split; rows are the training samples, then the test samples) and ``config.json``; the

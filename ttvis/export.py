@@ -1,4 +1,4 @@
-"""Exported artefacts (DESIGN.md §2, §6): atomic files, the scale box and the background image.
+"""Exported artefacts (docs/design.md §2, §6): atomic files, the scale box and the background image.
 
 Every file is written under a temporary name in its own folder and moved into place with
 ``os.replace``, so an interrupted run never leaves a truncated projection, image or model.
@@ -109,7 +109,7 @@ def require_writable_dir(path: str | Path) -> Path:
 
 
 def export_paths(out_dir: str | Path, epoch: int) -> dict[str, Path]:
-    """Where one subject epoch's exports go (DESIGN.md §2), by kind.
+    """Where one subject epoch's exports go (docs/design.md §2), by kind.
 
     Returns:
         ``{"projection", "scale", "bgimg", "vismodel"}`` -> ``{out_dir}/{kind}/{epoch}.{ext}``

@@ -1,4 +1,4 @@
-"""Quality metrics of a trained visualizer (DESIGN.md §7).
+"""Quality metrics of a trained visualizer (docs/design.md §7).
 
 Pure functions on arrays, then :func:`evaluate_visualization`, which runs them over every
 exported epoch of a run folder:
@@ -175,7 +175,7 @@ def boundary_preserving(
     k: int = 15,
     exact_below: int = EXACT_BELOW,
 ) -> np.ndarray:
-    """Boundary preserving (DESIGN.md §7): per sample, how many of its ``k`` nearest boundary
+    """Boundary preserving (docs/design.md §7): per sample, how many of its ``k`` nearest boundary
     points in high dimension are also among its ``k`` nearest boundary points in 2-D.
 
     Args:
@@ -334,7 +334,7 @@ def temporal_preserving(
     low_positions_per_epoch: Sequence[np.ndarray],
     k: int | None = None,
 ) -> float:
-    """Mean temporal-preserving correlation over points (DESIGN.md §7), -1 ideal.
+    """Mean temporal-preserving correlation over points (docs/design.md §7), -1 ideal.
 
     Args:
         high_knn_per_epoch: one array per epoch (T of them, in epoch order): either ``[M, >=k]``

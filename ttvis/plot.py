@@ -1,6 +1,6 @@
 """Pictures of an exported visualization: per-epoch figures and an animation of the run.
 
-Reads only exported files (DESIGN.md §2) and the run's labels, saved logits and index; it
+Reads only exported files (docs/design.md §2) and the run's labels, saved logits and index; it
 never loads a subject model or a visualizer. Writes, under ``{out_dir}/plots/``::
 
     {epoch}.png   the decision background (bgimg/{epoch}.png over scale/{epoch}.npy) with

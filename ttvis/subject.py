@@ -1,4 +1,4 @@
-"""The subject head: the classifier's logits for an arbitrary representation (DESIGN.md §3).
+"""The subject head: the classifier's logits for an arbitrary representation (docs/design.md §3).
 
 Backgrounds, prediction preserving and confidence metrics need ``prediction(rep)`` for points
 that are not in the data set (decoded grid points, reconstructions). Two sources:
