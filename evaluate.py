@@ -3,16 +3,16 @@
 python evaluate.py content_path=/data/run                      # visualize/DVI
 python evaluate.py content_path=/data/run "vis=[DVI,TimeVis]"  # side by side; or vis='DVI,TimeVis'
 
-Exits with status 2 and a one-line message when the run folder or its exports are unusable.
+Exits with status 2 and a one-line message when a setting, the run folder or its exports are
+unusable (``debug=true``: the traceback instead).
 """
-
-import sys
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from ttvis.config_check import EVALUATE_RULES, check_config
+from ttvis.failure import exit_on_failure
 from ttvis.metrics import (
-    EvaluationError,
     evaluate_visualization,
     format_comparison,
     format_table,
@@ -21,51 +21,46 @@ from ttvis.metrics import (
     write_metrics,
     write_tensorboard_scalars,
 )
-from ttvis.run import RunError, TrainingRun
+from ttvis.run import TrainingRun
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
+    with exit_on_failure(cfg, "evaluate.py"):  # exit 2: bad settings, input or exports
+        check_config(cfg, EVALUATE_RULES)
+        evaluate(cfg)
+
+
+def evaluate(cfg: DictConfig) -> None:
+    """Evaluate every export folder ``cfg.vis`` names; print tables, write metrics.json."""
     vis = OmegaConf.to_object(cfg.vis) if OmegaConf.is_list(cfg.vis) else str(cfg.vis)
-    try:
-        names = parse_vis_names(vis)
-    except ValueError as err:
-        fail(str(err))
-    try:
-        run = TrainingRun(cfg.content_path)
-        for name in names:  # fail before any work when one of several names has no export
-            require_exports(run, name)
-        every = []
-        for name in names:
-            results = evaluate_visualization(
-                run,
-                name,
-                k=cfg.k,
-                device=cfg.device,
-                batch_size=cfg.batch_size,
-                max_linear_residual=cfg.max_linear_residual,
-                boundary_fraction=cfg.boundary.fraction,
-                boundary_delta=cfg.boundary.delta,
-                boundary_steps=cfg.boundary.steps,
-                seed=cfg.seed,
-            )
-            every.append(results)
-            if len(names) == 1:
-                print(format_table(results))
-            print(f"wrote {write_metrics(run, results)}", flush=True)
-            if cfg.get("tensorboard_dir"):
-                log_dir = write_tensorboard_scalars(results, cfg.tensorboard_dir)
-                print(f"logged {name} metrics to TensorBoard in {log_dir}", flush=True)
-        if len(names) > 1:  # one side-by-side table: epoch x metric rows, a column per method
-            print(format_comparison(every))
-    except (RunError, EvaluationError) as err:
-        fail(str(err))
-
-
-def fail(message: str) -> None:
-    """Print ``message`` as one line on stderr and exit with status 2."""
-    print("evaluate.py: " + " ".join(message.splitlines()), file=sys.stderr)
-    sys.exit(2)
+    names = parse_vis_names(vis)
+    run = TrainingRun(cfg.content_path)
+    for name in names:  # fail before any work when one of several names has no export
+        require_exports(run, name)
+    every = []
+    for name in names:
+        results = evaluate_visualization(
+            run,
+            name,
+            k=cfg.k,
+            device=cfg.device,
+            batch_size=cfg.batch_size,
+            max_linear_residual=cfg.max_linear_residual,
+            boundary_fraction=cfg.boundary.fraction,
+            boundary_delta=cfg.boundary.delta,
+            boundary_steps=cfg.boundary.steps,
+            seed=cfg.seed,
+        )
+        every.append(results)
+        if len(names) == 1:
+            print(format_table(results))
+        print(f"wrote {write_metrics(run, results)}", flush=True)
+        if cfg.get("tensorboard_dir"):
+            log_dir = write_tensorboard_scalars(results, cfg.tensorboard_dir)
+            print(f"logged {name} metrics to TensorBoard in {log_dir}", flush=True)
+    if len(names) > 1:  # one side-by-side table: epoch x metric rows, a column per method
+        print(format_comparison(every))
 
 
 if __name__ == "__main__":

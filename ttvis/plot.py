@@ -24,10 +24,9 @@ from __future__ import annotations
 import io
 import logging
 import math
-import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -94,12 +93,9 @@ class PlotSettings:
     loop: int = 0  # GIF repeats (0 = forever)
 
     def __post_init__(self) -> None:
-        if self.animation_format.lower() not in ("gif", "mp4"):
-            raise ValueError(f"plots.animation_format={self.animation_format!r}; expected gif/mp4")
-        if min(self.size, self.dpi, self.animation_size, self.frame_ms) <= 0:
-            raise ValueError("plots.size, dpi, animation_size and frame_ms must be positive")
-        if len(self.axes_rect) != 4:
-            raise ValueError(f"plots.axes_rect={self.axes_rect}; expected left, bottom, w, h")
+        from ttvis.config_check import PLOT_RULES, check_config
+
+        check_config({"plots": asdict(self)}, PLOT_RULES)  # ConfigError, a ValueError
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> PlotSettings:
@@ -110,10 +106,9 @@ class PlotSettings:
             from omegaconf import OmegaConf
 
             values = OmegaConf.to_container(values, resolve=True)
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"plots: unknown setting(s) {unknown}; known: {sorted(known)}")
+        from ttvis.config_check import PLOT_RULES, check_config
+
+        check_config({"plots": values}, PLOT_RULES)  # unknown keys and bad values alike
         values = dict(values)
         if "axes_rect" in values:
             values["axes_rect"] = tuple(float(v) for v in values["axes_rect"])
@@ -776,11 +771,14 @@ def main() -> None:
 def _plot_app(cfg) -> None:
     from omegaconf import OmegaConf
 
-    from ttvis.metrics import EvaluationError, export_dir, parse_vis_names, require_exports
-    from ttvis.run import RunError, selected_epochs
+    from ttvis.config_check import PLOT_COMMAND_RULES, check_config
+    from ttvis.failure import exit_on_failure
+    from ttvis.metrics import export_dir, parse_vis_names, require_exports
+    from ttvis.run import selected_epochs
 
-    vis = OmegaConf.to_object(cfg.vis) if OmegaConf.is_list(cfg.vis) else str(cfg.vis)
-    try:
+    with exit_on_failure(cfg, "ttvis.plot"):  # exit 2: bad settings, input or exports
+        check_config(cfg, PLOT_COMMAND_RULES)
+        vis = OmegaConf.to_object(cfg.vis) if OmegaConf.is_list(cfg.vis) else str(cfg.vis)
         names = parse_vis_names(vis)
         settings = PlotSettings.from_mapping(cfg.plots)
         epochs = selected_epochs(cfg.get("epochs"))
@@ -791,14 +789,6 @@ def _plot_app(cfg) -> None:
             out_dir = export_dir(run, name)
             drawn, animation = draw_run(run, out_dir, settings, name)
             print(f"wrote {len(drawn)} plots to {out_dir / PLOTS_DIR} and {animation}", flush=True)
-    except (RunError, PlotError, EvaluationError, ValueError) as err:
-        _fail(str(err))
-
-
-def _fail(message: str) -> None:
-    """Print ``message`` as one line on stderr and exit with status 2."""
-    print("ttvis.plot: " + " ".join(message.splitlines()), file=sys.stderr)
-    sys.exit(2)
 
 
 if __name__ == "__main__":

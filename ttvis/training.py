@@ -17,9 +17,10 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
 from ttvis.callbacks import encode_points
+from ttvis.config_check import check_config
 from ttvis.export import require_writable_dir
 from ttvis.resume import EpochCheckpoint, ResumeStore, settings_fingerprint
-from ttvis.run import RunError, TrainingRun, selected_epochs
+from ttvis.run import TrainingRun, selected_epochs
 from ttvis.subject import try_load_subject_head
 
 log = logging.getLogger(__name__)
@@ -65,18 +66,14 @@ def make_trainer(cfg: DictConfig, logger: Logger | bool, **overrides: Any) -> L.
 
 
 def open_run(cfg: DictConfig) -> TrainingRun:
-    """Validate ``cfg.content_path``, ``cfg.epochs``, ``method.n_neighbors``, the anchor
-    settings and that ``cfg.output_dir`` is writable, before any work starts; raises
+    """Validate ``cfg.content_path``, ``cfg.epochs``, and ``method.n_neighbors`` against the
+    run, and that ``cfg.output_dir`` is writable, before any work starts; raises
     :class:`RunError`."""
     epochs = selected_epochs(cfg.get("epochs"))
     run = TrainingRun(cfg.content_path, epochs=epochs, check_values=cfg.get("check_values", True))
     log.info("%s", run)
     if cfg.method.get("n_neighbors") is not None:
         run.require_training_points(cfg.method.n_neighbors)
-    for key in ("lambda_anchor", "anchor_power"):
-        value = cfg.method.get(key)
-        if value is not None and not value >= 0:  # also refuses NaN
-            raise RunError(f"method.{key}={value}: expected a number >= 0")
     require_writable_dir(cfg.output_dir)
     if run.is_classification:
         # Fail early and loudly if backgrounds will be white, instead of after training.
@@ -209,6 +206,7 @@ def fit_dvi(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dict[st
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Validate the run, fit the configured method, export; return a summary dict."""
+    check_config(cfg)  # every setting's range, before any work (ConfigError, docs/design.md §9)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     run = open_run(cfg)
     logger = instantiate_logger(cfg)
