@@ -2,6 +2,7 @@
 
 python evaluate.py content_path=/data/run                      # visualize/DVI
 python evaluate.py content_path=/data/run "vis=[DVI,TimeVis]"  # side by side; or vis='DVI,TimeVis'
+python evaluate.py content_path=/data/run output_dir=/elsewhere  # exports written with output_dir=
 
 Exits with status 2 and a one-line message when a setting, the run folder or its exports are
 unusable (``debug=true``: the traceback instead).
@@ -11,16 +12,10 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from ttvis.config_check import EVALUATE_RULES, check_config
+from ttvis.evaluation import evaluate_visualization
+from ttvis.export_folder import ExportFolder
 from ttvis.failure import exit_on_failure
-from ttvis.metrics import (
-    evaluate_visualization,
-    format_comparison,
-    format_table,
-    parse_vis_names,
-    require_exports,
-    write_metrics,
-    write_tensorboard_scalars,
-)
+from ttvis.metrics_report import format_comparison, format_table, write_tensorboard_scalars
 from ttvis.run import TrainingRun
 
 
@@ -34,15 +29,15 @@ def main(cfg: DictConfig) -> None:
 def evaluate(cfg: DictConfig) -> None:
     """Evaluate every export folder ``cfg.vis`` names; print tables, write metrics.json."""
     vis = OmegaConf.to_object(cfg.vis) if OmegaConf.is_list(cfg.vis) else str(cfg.vis)
-    names = parse_vis_names(vis)
+    folders = ExportFolder.named(cfg.content_path, vis, cfg.get("output_dir"))
     run = TrainingRun(cfg.content_path)
-    for name in names:  # fail before any work when one of several names has no export
-        require_exports(run, name)
+    for folder in folders:  # fail before any work when one of several has no export
+        folder.require_epochs(run.epochs)
     every = []
-    for name in names:
+    for folder in folders:
         results = evaluate_visualization(
             run,
-            name,
+            folder,
             k=cfg.k,
             device=cfg.device,
             batch_size=cfg.batch_size,
@@ -53,13 +48,13 @@ def evaluate(cfg: DictConfig) -> None:
             seed=cfg.seed,
         )
         every.append(results)
-        if len(names) == 1:
+        if len(folders) == 1:
             print(format_table(results))
-        print(f"wrote {write_metrics(run, results)}", flush=True)
+        print(f"wrote {folder.write_metrics(results)}", flush=True)
         if cfg.get("tensorboard_dir"):
             log_dir = write_tensorboard_scalars(results, cfg.tensorboard_dir)
-            print(f"logged {name} metrics to TensorBoard in {log_dir}", flush=True)
-    if len(names) > 1:  # one side-by-side table: epoch x metric rows, a column per method
+            print(f"logged {folder.name} metrics to TensorBoard in {log_dir}", flush=True)
+    if len(folders) > 1:  # one side-by-side table: epoch x metric rows, a column per method
         print(format_comparison(every))
 
 

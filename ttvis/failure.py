@@ -17,8 +17,7 @@ from collections.abc import Iterator, Mapping
 FAILURES: tuple[tuple[str, str, int], ...] = (
     ("ttvis.config_check", "ConfigError", 2),
     ("ttvis.run", "RunError", 2),
-    ("ttvis.plot", "PlotError", 2),
-    ("ttvis.metrics", "EvaluationError", 2),
+    ("ttvis.export_folder", "ExportError", 2),  # and evaluation.EvaluationError
     ("ttvis.modules.visualizer", "TrainingDiverged", 1),
 )
 
