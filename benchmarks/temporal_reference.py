@@ -2,7 +2,7 @@
 
     python benchmarks/temporal_reference.py RUN [VIS ...] [--k 15]
 
-Temporal preserving (DESIGN.md §7) correlates, per training sample and over consecutive epoch
+Temporal preserving (docs/design.md §7) correlates, per training sample and over consecutive epoch
 pairs, the share of its k-NN kept in the high dimension with how far it moves in 2-D. This prints
 the figure a map would reach if every sample's movement were
 
@@ -25,13 +25,11 @@ import argparse
 
 import numpy as np
 
+from ttvis.export_folder import ExportError, ExportFolder
 from ttvis.metrics import (
-    EvaluationError,
     TemporalTracker,
     knn_indices,
-    load_projection,
     neighbour_preserving_rate,
-    require_exports,
     temporal_correlations,
 )
 from ttvis.run import RunError, TrainingRun
@@ -45,13 +43,14 @@ def reference_figures(
     pair (0..1), and the temporal preserving of each reference and each visualizer, by name.
 
     Raises:
-        EvaluationError: a visualizer without exports for every epoch of the run, or a broken
+        ExportError: a visualizer without exports for every epoch of the run, or a broken
             projection file.
     """
-    for vis in vis_names:
-        exported = require_exports(run, vis)
+    folders = {vis: ExportFolder.of(run.content_path, vis) for vis in vis_names}
+    for vis, folder in folders.items():
+        exported = folder.require_epochs(run.epochs)
         if exported != run.epochs:
-            raise EvaluationError(f"{vis}: exports epochs {exported}; expected {run.epochs}")
+            raise ExportError(f"{vis}: exports epochs {exported}; expected {run.epochs}")
     displacement, scaled = TemporalTracker(), TemporalTracker()
     trackers = {vis: TemporalTracker() for vis in vis_names}
     rates, prev_knn = [], None
@@ -61,7 +60,8 @@ def reference_figures(
         displacement.add(knn, x)
         scaled.add(knn, (x - x.mean(0)) / max(data_scale(x), np.finfo(np.float32).tiny))
         for vis, tracker in trackers.items():
-            tracker.add(knn, load_projection(run, vis, epoch)[run.train_points])
+            projection = folders[vis].projection(epoch, run.shape.n_points)
+            tracker.add(knn, projection[run.train_points])
         if prev_knn is not None:
             rates.append(neighbour_preserving_rate(prev_knn, knn))
         prev_knn = knn
@@ -85,7 +85,7 @@ def main() -> None:
     try:
         run = TrainingRun(args.content_path, check_values=False)
         kept, figures = reference_figures(run, args.vis, args.k)
-    except (RunError, EvaluationError) as err:
+    except (RunError, ExportError) as err:
         parser.error(" ".join(str(err).splitlines()))  # one line on stderr, exit status 2
 
     print(f"{run.content_path}: {len(run.epochs)} epochs, {run.train_points.size} training points")

@@ -1,4 +1,4 @@
-"""Boundary points and the boundary complex (DESIGN.md §4.2) against brute-force references."""
+"""Boundary points and the boundary complex (docs/design.md §4.2) against brute-force references."""
 
 from __future__ import annotations
 

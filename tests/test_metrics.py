@@ -1,4 +1,4 @@
-"""Quality metrics (DESIGN.md §7) against plain brute-force references, and evaluate.py end to end.
+"""Quality metrics (docs/design.md §7) against brute-force references, and evaluate.py end to end.
 
 The references below are deliberately naive (Python loops, sets, ``math.exp``) so that they
 are obviously right; the library versions are vectorised and must agree with them exactly.
@@ -19,25 +19,24 @@ import torch
 from conftest import REPO_ROOT, copy_run, train_env
 
 from ttvis.boundary import boundary_points
+from ttvis.evaluation import EvaluationError, evaluate_visualization
 from ttvis.export import atomic_save_npy, atomic_torch_save
+from ttvis.export_folder import ExportError
 from ttvis.knn import KNNGraph
 from ttvis.metrics import (
     PER_EPOCH_KEYS,
-    EvaluationError,
     _drop_self,
     boundary_preserving,
-    evaluate_visualization,
-    format_table,
     inverse_confidence_drop,
     knn_indices,
     neighbour_preserving,
     neighbour_preserving_subset,
     neighbour_preserving_test,
-    parse_vis_names,
     prediction_preserving,
     temporal_correlations,
     temporal_preserving,
 )
+from ttvis.metrics_report import format_table
 from ttvis.modules.autoencoder import Autoencoder
 from ttvis.run import TrainingRun
 from ttvis.subject import load_subject_head
@@ -382,22 +381,14 @@ def test_evaluate_visualization_without_test_samples_or_head(run_copy):
 
 def test_evaluate_visualization_errors(run_copy):
     run = TrainingRun(run_copy)
-    with pytest.raises(EvaluationError, match="run train.py first"):
+    with pytest.raises(ExportError, match="run train.py first"):
         evaluate_visualization(run, "DVI", k=K)
     write_exports(run_copy, "DVI")
     (run_copy / "visualize" / "DVI" / "vismodel" / "2.pth").unlink()
-    with pytest.raises(EvaluationError, match="2.pth"):
+    with pytest.raises(ExportError, match="2.pth"):
         evaluate_visualization(run, "DVI", k=K)
     with pytest.raises(EvaluationError, match="k=0"):
         evaluate_visualization(run, "DVI", k=0)
-
-
-def test_parse_vis_names():
-    assert parse_vis_names("DVI") == ["DVI"]
-    assert parse_vis_names("DVI, TimeVis") == ["DVI", "TimeVis"]
-    assert parse_vis_names(["DVI", "TimeVis"]) == ["DVI", "TimeVis"]
-    with pytest.raises(ValueError):
-        parse_vis_names(" , ")
 
 
 # ------------------------------------------------------------------ evaluate.py

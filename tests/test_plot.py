@@ -356,7 +356,7 @@ def read_events(log_dir: Path):
 
 
 def test_tensorboard_scalars_from_results(tmp_path):
-    from ttvis.metrics import write_tensorboard_scalars
+    from ttvis.metrics_report import write_tensorboard_scalars
 
     results = {
         "vis": "DVI",

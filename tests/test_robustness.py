@@ -156,7 +156,7 @@ def test_bad_input_stops_before_work(case, run_copy, tmp_path):
     output = proc.stdout + proc.stderr
     assert proc.returncode == 2, output[-3000:]
     assert "Traceback" not in output  # one readable message, not a stack trace
-    error_lines = [line for line in output.splitlines() if "[ERROR]" in line]
+    error_lines = [line for line in proc.stderr.splitlines() if line.startswith("train.py: ")]
     assert len(error_lines) == 1, output[-3000:]
     for fragment in fragments:
         assert fragment in error_lines[0], f"{fragment!r} not in {error_lines[0]!r}"

@@ -1,4 +1,4 @@
-"""The data contract (DESIGN.md §1): every bad input fails early with a message naming the file."""
+"""The data contract (docs/design.md §1): every bad input fails early, naming the file."""
 
 from __future__ import annotations
 
@@ -49,6 +49,17 @@ def test_demo_run_is_valid(demo_run):
     assert run.train_index.size == 192 and run.test_index.size == 48
     assert representation_dim(demo_run) == 64
     assert run.train_representations(2).shape == (192, 64)
+
+
+def test_the_demo_is_written_by_the_recorder(demo_run):
+    """One way to write runs: the demo's folder is the recorder's layout (train rows, then test
+    rows; the original tool's attributes) plus the demo's own model recipe."""
+    config = json.loads((demo_run / "config.json").read_text())
+    assert config["recorder"]["subject_head"] == "linear"
+    assert {"label", "prediction"} <= set(config["dataset"]["attributes"])
+    assert config["subject_model"]["class"] == "DigitsMLP" and (demo_run / "model.py").is_file()
+    index = json.loads((demo_run / "index.json").read_text())
+    assert index == {"train": list(range(192)), "test": list(range(192, 240))}
 
 
 def test_building_the_demo_leaves_the_callers_random_stream_alone(demo_run, tmp_path):

@@ -337,7 +337,7 @@ def test_train_timevis_two_processes(demo_run, tmp_path):
 
 
 def test_side_by_side_table_has_a_row_per_epoch_and_metric():
-    from ttvis.metrics import format_comparison
+    from ttvis.metrics_report import format_comparison
 
     def results(name, base):
         return {

@@ -1,4 +1,4 @@
-"""Boundary points and the boundary complex (DESIGN.md §4.2).
+"""Boundary points and the boundary complex (docs/design.md §4.2).
 
 A *delta-boundary point* is a representation where the subject's top two logits nearly tie:
 with logits sorted descending, ``(s1 - s2) / (s1 - s_min) < delta``. They are found by mixing

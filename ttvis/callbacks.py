@@ -40,7 +40,7 @@ def encode_points(module: L.LightningModule, reps: np.ndarray, batch_size: int) 
 class ExportCallback(L.Callback):
     """At the end of each fit, write the subject epoch's projection, scale, background and model.
 
-    Files (DESIGN.md §2), under ``{out_dir}``, each written atomically by global rank zero::
+    Files (docs/design.md §2), under ``{out_dir}``, each written atomically by global rank zero::
 
         projection/{epoch}.npy   float32 [N*F, 2], every sample in original order
         scale/{epoch}.npy        float32 [4]: x_min, y_min, x_max, y_max

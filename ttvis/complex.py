@@ -1,4 +1,4 @@
-"""Simplicial complexes: k-NN graphs turned into UMAP's fuzzy simplicial set (DESIGN.md §4.1).
+"""Simplicial complexes: k-NN graphs turned into UMAP's fuzzy simplicial set (docs/design.md §4.1).
 
 The heavy steps are delegated: :mod:`ttvis.knn` finds neighbours,
 ``umap.umap_.fuzzy_simplicial_set`` builds the fuzzy set from them. What is ours is only the

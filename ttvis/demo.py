@@ -6,12 +6,13 @@ MNIST-1D (``data="mnist1d"``, 6,000 procedurally generated 40-sample signals, a 
 an MLP reaches about 60-70%; needs ``pip install mnist1d``), with one of several training
 recipes (:data:`RECIPES`: Adam; SGD with momentum, whose first epochs' features are several
 times smaller than later ones; a wide network at a high rate, whose features change fast).
-Together they are the family of runs ttvis's defaults are tuned and judged on. It writes the
-full run-folder layout of DESIGN.md §1:
+Together they are the family of runs ttvis's defaults are tuned and judged on. The run folder
+(docs/design.md §1) is written by :class:`ttvis.record.Recorder`, the same writer users call:
 ``model/{e}.pth``, ``dataset/representation/{e}.npy`` (the 64-d penultimate features),
-``dataset/prediction/{e}.npy`` (logits), ``dataset/label/labels.npy``, ``index.json`` (80/20
-split), ``config.json`` and ``model.py``. The folder appears atomically: it is built under a
-temporary name and renamed when complete.
+``dataset/prediction/{e}.npy`` (logits), ``dataset/label/labels.npy``, ``index.json`` (an 80/20
+seeded split; rows are the training samples, then the test samples) and ``config.json``; the
+demo adds ``model.py`` and ``config.json``'s ``subject_model``. The folder appears atomically:
+it is built under a temporary name and renamed when complete.
 
 Command line: ``python -m ttvis.demo OUT_DIR [--data digits|mnist1d] [--recipe adam|sgd|wide]
 [--epochs 10] [--samples N] [--seed 0]``.
@@ -31,8 +32,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import TensorDataset
 
 from ttvis import demo_model
+from ttvis.record import Recorder
 from ttvis.run import REPRESENTATION_DIR, TrainingRun
 
 log = logging.getLogger(__name__)
@@ -166,6 +169,7 @@ def build_demo_run(
 
     kwargs = {"in_dim": x.shape[1], "hidden_dim": hidden_dim, "feature_dim": feature_dim}
     kwargs["n_classes"] = int(y.max()) + 1
+    classes = [str(c) for c in range(kwargs["n_classes"])]
     # The initial weights are the only draws from torch's global stream (minibatches use
     # batch_gen); fork it so the caller's stream is left as it was: train.py builds the demo
     # inside its own seeded run, and a first build must not change what the visualizer draws.
@@ -182,23 +186,22 @@ def build_demo_run(
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        for sub in ("model", REPRESENTATION_DIR, "dataset/prediction", "dataset/label"):
-            (tmp / sub).mkdir(parents=True, exist_ok=True)
-        np.save(tmp / "dataset/label/labels.npy", y)
-        (tmp / "index.json").write_text(
-            json.dumps({"train": train_index.tolist(), "test": test_index.tolist()})
-        )
+        # The demo's own entries first; the recorder merges its layout into config.json.
         config = {
-            "dataset": {
-                "taskType": "classification",
-                "classes": [str(c) for c in range(kwargs["n_classes"])],
-            },
+            "dataset": {"classes": classes},
             "subject_model": {"class": DEMO_CLASS, "kwargs": kwargs},
             "source": f"ttvis demo: {data}, DigitsMLP, recipe {recipe} ({plan})",
         }
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         (tmp / "model.py").write_text(inspect.getsource(demo_model))
-
+        recorder = Recorder(
+            tmp,
+            model,
+            train_data=TensorDataset(x_train, y_train),
+            test_data=TensorDataset(x_all[test_index], y_all[test_index]) if n_test else None,
+            classes=classes,
+            batch_size=n,  # one forward over every sample, as the demo always did
+        )
         for epoch in range(1, n_epochs + 1):
             model.train()
             perm = torch.randperm(len(train_index), generator=batch_gen)
@@ -208,21 +211,7 @@ def build_demo_run(
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-            model.eval()
-            with torch.no_grad():
-                feats = model.feature(x_all)
-                logits = model.prediction(feats)
-            torch.save(model.state_dict(), tmp / "model" / f"{epoch}.pth")
-            np.save(tmp / REPRESENTATION_DIR / f"{epoch}.npy", feats.numpy().astype(np.float32))
-            np.save(tmp / "dataset/prediction" / f"{epoch}.npy", logits.numpy().astype(np.float32))
-            pred = logits.argmax(1).numpy()
-            log.info(
-                "demo epoch %d/%d: train acc %.3f, test acc %.3f",
-                epoch,
-                n_epochs,
-                (pred[train_index] == y[train_index]).mean(),
-                (pred[test_index] == y[test_index]).mean() if n_test else float("nan"),
-            )
+            recorder.save(epoch)
         try:
             os.rename(tmp, out_dir)
         except OSError:

@@ -1,4 +1,4 @@
-"""Exported artefacts (DESIGN.md §2, §6): atomic files, the scale box and the background image.
+"""Exported artefacts (docs/design.md §2, §6): atomic files, the scale box and the background image.
 
 Every file is written under a temporary name in its own folder and moved into place with
 ``os.replace``, so an interrupted run never leaves a truncated projection, image or model.
@@ -87,7 +87,7 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 
 def export_paths(out_dir: str | Path, epoch: int) -> dict[str, Path]:
-    """Where one subject epoch's exports go (DESIGN.md §2), by kind.
+    """Where one subject epoch's exports go (docs/design.md §2), by kind.
 
     Returns:
         ``{"projection", "scale", "bgimg", "vismodel"}`` -> ``{out_dir}/{kind}/{epoch}.{ext}``

@@ -1,4 +1,4 @@
-"""k nearest neighbours: the one place that decides how they are found (DESIGN.md §4.1).
+"""k nearest neighbours: the one place that decides how they are found (docs/design.md §4.1).
 
 :func:`knn_backend` is the rule, for every caller (complexes, boundary points, metrics):
 

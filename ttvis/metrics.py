@@ -1,7 +1,7 @@
-"""Quality metrics of a trained visualizer (DESIGN.md §7).
+"""Quality metrics of a trained visualizer (docs/design.md §7).
 
-Pure functions on arrays, then :func:`evaluate_visualization`, which runs them over every
-exported epoch of a run folder:
+Pure functions on arrays; :func:`ttvis.evaluation.evaluate_visualization` runs them over every
+exported epoch of a run folder, and :mod:`ttvis.metrics_report` prints and logs the results:
 
 =========================  ==================================================  =====
 metric                     definition                                          ideal
@@ -27,28 +27,17 @@ train ∪ test points, and only the test rows are scored.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from ttvis.boundary import boundary_points
 from ttvis.complex import neighbour_overlap, neighbour_preserving_rate
-from ttvis.export import atomic_write_text, epochs_with_projection
-from ttvis.knn import EXACT_BELOW, SKLEARN, KNNGraph, exact_knn, knn_backend, query_knn
-from ttvis.modules.autoencoder import Autoencoder
-from ttvis.run import TrainingRun
-from ttvis.subject import try_load_subject_head
+from ttvis.knn import EXACT_BELOW, SKLEARN, exact_knn, knn_backend, query_knn
 
 log = logging.getLogger(__name__)
-
-EXPORT_ROOT = Path("visualize")
-METRICS_FILE = "metrics.json"
 PER_EPOCH_KEYS = (
     "nn_train",
     "nn_test",
@@ -59,10 +48,6 @@ PER_EPOCH_KEYS = (
     "icd_train",
     "icd_test",
 )
-
-
-class EvaluationError(RuntimeError):
-    """A visualizer cannot be evaluated: exports missing, unreadable or inconsistent."""
 
 
 # ------------------------------------------------------------------ k-NN
@@ -167,7 +152,7 @@ def boundary_preserving(
     k: int = 15,
     exact_below: int = EXACT_BELOW,
 ) -> np.ndarray:
-    """Boundary preserving (DESIGN.md §7): per sample, how many of its ``k`` nearest boundary
+    """Boundary preserving (docs/design.md §7): per sample, how many of its ``k`` nearest boundary
     points in high dimension are also among its ``k`` nearest boundary points in 2-D.
 
     Args:
@@ -326,7 +311,7 @@ def temporal_preserving(
     low_positions_per_epoch: Sequence[np.ndarray],
     k: int | None = None,
 ) -> float:
-    """Mean temporal-preserving correlation over points (DESIGN.md §7), -1 ideal.
+    """Mean temporal-preserving correlation over points (docs/design.md §7), -1 ideal.
 
     Args:
         high_knn_per_epoch: one array per epoch (T of them, in epoch order): either ``[M, >=k]``
@@ -389,366 +374,3 @@ class TemporalTracker:
         corr = temporal_correlations(np.stack(self._rates), np.stack(self._moves))
         defined = corr[np.isfinite(corr)]
         return float(defined.mean()) if defined.size else math.nan
-
-
-# ------------------------------------------------------------------ a run's exports
-
-
-def export_dir(run: TrainingRun, vis_name: str) -> Path:
-    """``content_path/visualize/{vis_name}``."""
-    return run.content_path / EXPORT_ROOT / vis_name
-
-
-def exported_epochs(run: TrainingRun, vis_name: str) -> list[int]:
-    """Epochs of ``run`` that have ``projection/{epoch}.npy`` under the export folder."""
-    return epochs_with_projection(export_dir(run, vis_name), run.epochs)
-
-
-def require_exports(run: TrainingRun, vis_name: str) -> list[int]:
-    """:func:`exported_epochs`, raising :class:`EvaluationError` when there is none."""
-    epochs = exported_epochs(run, vis_name)
-    if not epochs:
-        raise EvaluationError(
-            f"no exports under {export_dir(run, vis_name) / 'projection'} for epochs "
-            f"{_epoch_list(run.epochs)}; run train.py first"
-        )
-    return epochs
-
-
-def _epoch_list(epochs: list[int], shown: int = 5) -> str:
-    if len(epochs) <= shown:
-        return ", ".join(map(str, epochs))
-    return f"{epochs[0]}..{epochs[-1]} ({len(epochs)} epochs)"
-
-
-def visualizer_path(run: TrainingRun, vis_name: str, epoch: int) -> Path:
-    """The visualizer of ``epoch``: ``vismodel/{epoch}.pth`` (DVI), else the one shared model.
-
-    A folder holding only ``vismodel/1.pth`` is a TimeVis export (one model for all epochs).
-
-    Raises:
-        EvaluationError: when neither exists.
-    """
-    model_dir = export_dir(run, vis_name) / "vismodel"
-    own = model_dir / f"{epoch}.pth"
-    if own.is_file():
-        return own
-    found = sorted(model_dir.glob("*.pth")) if model_dir.is_dir() else []
-    if [p.name for p in found] == ["1.pth"]:
-        return found[0]
-    raise EvaluationError(
-        f"{own}: file not found (and {model_dir} does not hold a single shared 1.pth); "
-        "run train.py first"
-    )
-
-
-def load_visualizer(path: Path, device: torch.device | str = "cpu") -> Autoencoder:
-    """An :class:`Autoencoder` from a ``{"state_dict", "encoder_dims", "decoder_dims"}`` file."""
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-        model = Autoencoder(list(state["encoder_dims"]), list(state["decoder_dims"]))
-        model.load_state_dict(state["state_dict"])
-    except Exception as err:
-        raise EvaluationError(f"{path}: not a loadable visualizer export ({err})") from err
-    return model.to(device).eval()
-
-
-def load_projection(run: TrainingRun, vis_name: str, epoch: int) -> np.ndarray:
-    """``projection/{epoch}.npy`` as float64 ``[N*F, 2]``, checked against the run."""
-    path = export_dir(run, vis_name) / "projection" / f"{epoch}.npy"
-    try:
-        proj = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise EvaluationError(f"{path}: not a readable .npy array ({err})") from None
-    expected = (run.shape.n_points, 2)
-    if proj.shape != expected:
-        raise EvaluationError(f"{path}: shape {proj.shape}; expected {list(expected)}")
-    if not np.isfinite(proj).all():
-        raise EvaluationError(f"{path}: contains NaN or inf")
-    return proj.astype(np.float64)
-
-
-def _in_batches(fn, x: np.ndarray, batch_size: int, device: torch.device | str) -> torch.Tensor:
-    """``fn`` applied to ``x [M, D]`` (possibly memory-mapped) in float32 batches on
-    ``device``, without gradients -> the concatenated ``[M, ...]`` output on ``device``."""
-    out = []
-    with torch.no_grad():
-        for start in range(0, x.shape[0], batch_size):
-            chunk = torch.from_numpy(np.array(x[start : start + batch_size], dtype=np.float32))
-            out.append(fn(chunk.to(device)))
-    return torch.cat(out)
-
-
-def encode(
-    model: Autoencoder, x: np.ndarray, batch_size: int, device: torch.device | str
-) -> np.ndarray:
-    """``f(x)`` for ``x [M, D]``, ``M >= 1``, in batches -> ``[M, 2]`` float64 array."""
-    return _in_batches(model.encoder, x, batch_size, device).cpu().numpy().astype(np.float64)
-
-
-def reconstruct(
-    model: Autoencoder, x: np.ndarray, batch_size: int, device: torch.device | str
-) -> torch.Tensor:
-    """``g(f(x))`` for ``x [M, D]`` in batches -> ``[M, D]`` float32 tensor on ``device``."""
-    if x.shape[0] == 0:
-        return torch.zeros(0, x.shape[1], device=device)
-    return _in_batches(lambda c: model(c)[1], x, batch_size, device)
-
-
-# ------------------------------------------------------------------ evaluation
-
-
-def evaluate_visualization(
-    run: TrainingRun,
-    vis_name: str,
-    k: int = 15,
-    device: torch.device | str = "cpu",
-    batch_size: int = 65536,
-    max_linear_residual: float = 1e-3,
-    exact_below: int = EXACT_BELOW,
-    boundary_fraction: float = 0.1,
-    boundary_delta: float = 0.1,
-    boundary_steps: int = 12,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Every §7 metric for the exported epochs of one visualizer.
-
-    Per epoch only that epoch's representations are read (memory-mapped, one epoch at a
-    time); across epochs only k-NN lists, positions and per-pair rates are kept.
-
-    Args:
-        run: the validated run.
-        vis_name: export folder name under ``content_path/visualize/`` (``DVI``, ``TimeVis``).
-        k: neighbours per point for neighbour and temporal preserving.
-        device: where the visualizer and the subject head evaluate.
-        batch_size: points per visualizer/head call.
-        max_linear_residual: accepted residual of a least-squares linear subject head.
-        exact_below: see :func:`knn_indices`.
-        boundary_fraction, boundary_delta, boundary_steps: the boundary points of boundary
-            preserving: this share of the training points' differently-predicted neighbour
-            pairs, bisected ``boundary_steps`` times, gap below ``boundary_delta``
-            (:func:`ttvis.boundary.boundary_points`).
-        seed: chooses the pairs, so repeated evaluations agree.
-
-    Returns:
-        A JSON-serialisable dict::
-
-            {"vis", "k", "content_path", "n_train", "n_test",
-             "epochs": {"1": {"nn_train", "nn_test", "bp_train", "bp_test", "ppr_train",
-                              "ppr_test", "icd_train", "icd_test"}, ...},
-             "temporal_train", "temporal_test"}
-
-        ``nn_*`` and ``bp_*`` are mean intersection sizes (0..k), ``ppr_*`` fractions,
-        ``icd_*`` probability differences. Values that do not apply (no test samples, no
-        subject head, fewer than k boundary points, fewer than 3 epochs for temporal
-        preserving) are None.
-
-    Raises:
-        EvaluationError: no exported epoch, or a broken/missing export file.
-    """
-    epochs = require_exports(run, vis_name)
-    train_pts, test_pts = run.train_points, run.test_points
-    n_train, n_test = train_pts.size, test_pts.size
-    if k < 1 or n_train <= k:
-        raise EvaluationError(f"k={k}: expected 1 <= k < number of training points ({n_train})")
-    union = np.concatenate([train_pts, test_pts])
-    test_rows = np.arange(n_train, n_train + n_test)
-    temporal_train, temporal_test = TemporalTracker(), TemporalTracker()
-    per_epoch: dict[str, dict[str, float | None]] = {}
-    for epoch in epochs:
-        model = load_visualizer(visualizer_path(run, vis_name, epoch), device)
-        high = np.asarray(run.representations(epoch)[union], dtype=np.float32)
-        low = load_projection(run, vis_name, epoch)[union]
-        row: dict[str, float | None] = dict.fromkeys(PER_EPOCH_KEYS)
-
-        knn_high = knn_high_train = knn_indices(high[:n_train], k, exact_below=exact_below)
-        knn_low = knn_indices(low[:n_train], k, exact_below=exact_below)
-        row["nn_train"] = float(neighbour_overlap(knn_high, knn_low).mean())
-        temporal_train.add(knn_high, low[:n_train])
-        if n_test:
-            knn_high = knn_indices(high, k, test_rows, exact_below)
-            knn_low = knn_indices(low, k, test_rows, exact_below)
-            row["nn_test"] = float(neighbour_overlap(knn_high, knn_low).mean())
-            temporal_test.add(knn_high, low[n_train:])
-
-        head = try_load_subject_head(run, epoch, device, max_linear_residual=max_linear_residual)
-        if head is not None:
-            boundary = boundary_points(
-                high[:n_train],
-                KNNGraph(knn_high_train, np.zeros(knn_high_train.shape, np.float32)),
-                head,
-                max(1, int(round(boundary_fraction * n_train))),
-                delta=boundary_delta,
-                n_steps=boundary_steps,
-                seed=seed,
-            )
-            boundary_low = (
-                encode(model, boundary, batch_size, device) if boundary.shape[0] >= k else None
-            )
-            for part, rows in (("train", slice(0, n_train)), ("test", slice(n_train, None))):
-                x = high[rows]
-                if x.shape[0] == 0:
-                    continue
-                if boundary_low is not None:
-                    row[f"bp_{part}"] = float(
-                        boundary_preserving(
-                            x, low[rows], boundary, boundary_low, k, exact_below
-                        ).mean()
-                    )
-                recon = reconstruct(model, x, batch_size, device)
-                logits_x = head.predict(torch.from_numpy(x), batch_size)
-                logits_recon = head.predict(recon, batch_size)
-                row[f"ppr_{part}"] = prediction_preserving(logits_x, logits_recon)
-                row[f"icd_{part}"] = inverse_confidence_drop(logits_x, logits_recon)
-        per_epoch[str(epoch)] = row
-        log.info("%s epoch %d: %s", vis_name, epoch, _format_row(row))
-
-    return {
-        "vis": vis_name,
-        "k": int(k),
-        "content_path": str(run.content_path),
-        "n_train": int(n_train),
-        "n_test": int(n_test),
-        "epochs": per_epoch,
-        "temporal_train": _finite_or_none(temporal_train.value()),
-        "temporal_test": _finite_or_none(temporal_test.value()) if n_test else None,
-    }
-
-
-def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
-def _format_row(row: dict[str, float | None]) -> str:
-    return ", ".join(f"{key} {_cell(value)}" for key, value in row.items())
-
-
-def write_metrics(run: TrainingRun, results: dict[str, Any]) -> Path:
-    """Write ``results`` to ``content_path/visualize/{vis}/metrics.json`` atomically."""
-    path = export_dir(run, results["vis"]) / METRICS_FILE
-    return atomic_write_text(path, json.dumps(results, indent=2, allow_nan=False) + "\n")
-
-
-def write_tensorboard_scalars(results: dict[str, Any], log_dir: str | Path) -> Path:
-    """Log :func:`evaluate_visualization`'s results as TensorBoard scalars under ``log_dir``.
-
-    Per-epoch metrics go to tags ``{vis}/eval/{metric}`` (``nn_train``, ``ppr_test``, ...) at
-    step = subject epoch; the run-level ``temporal_train``/``temporal_test`` at the last
-    epoch's step. Metrics that do not apply (None) are left out.
-
-    Returns:
-        ``log_dir``, holding one new event file.
-    """
-    from torch.utils.tensorboard import SummaryWriter
-
-    log_dir = Path(log_dir)
-    prefix = f"{results['vis']}/eval"
-    writer = SummaryWriter(log_dir=str(log_dir))
-    try:
-        epochs = sorted(results["epochs"], key=int)
-        for epoch in epochs:
-            for key, value in results["epochs"][epoch].items():
-                if value is not None:
-                    writer.add_scalar(f"{prefix}/{key}", value, global_step=int(epoch))
-        for key in ("temporal_train", "temporal_test"):
-            if results.get(key) is not None and epochs:
-                writer.add_scalar(f"{prefix}/{key}", results[key], global_step=int(epochs[-1]))
-    finally:
-        writer.close()
-    return log_dir
-
-
-def parse_vis_names(value: str | Sequence[str]) -> list[str]:
-    """``"DVI"``, ``"DVI,TimeVis"`` or ``["DVI", "TimeVis"]`` -> ``["DVI", "TimeVis"]``."""
-    items = value.split(",") if isinstance(value, str) else [str(v) for v in value]
-    names = [name.strip() for name in items if name.strip()]
-    if not names:
-        raise ValueError(f"vis={value!r}: expected one or more export folder names")
-    return names
-
-
-# ------------------------------------------------------------------ report
-
-
-def _cell(value: float | None, width: int = 0) -> str:
-    text = "-" if value is None or not math.isfinite(value) else f"{value:.3f}"
-    return text.rjust(width)
-
-
-def format_table(results: dict[str, Any]) -> str:
-    """A plain-text report of :func:`evaluate_visualization`'s results.
-
-    One row per epoch, one column per metric (``-`` where it does not apply), then min, mean
-    and max over epochs, then the run-level temporal preserving.
-    """
-    epochs = results["epochs"]
-    columns = [
-        key for key in PER_EPOCH_KEYS if any(r.get(key) is not None for r in epochs.values())
-    ]
-    width = max(9, *(len(c) + 1 for c in columns)) if columns else 9
-    lines = [
-        f"{results['vis']}: k = {results['k']}, {results['n_train']} train / "
-        f"{results['n_test']} test points; nn_* of k (ideal k), ppr_* ideal 1, icd_* ideal 0",
-        "epoch".ljust(8) + "".join(c.rjust(width) for c in columns),
-    ]
-    lines += [
-        str(epoch).ljust(8) + "".join(_cell(row.get(c), width) for c in columns)
-        for epoch, row in epochs.items()
-    ]
-    lines.append("-" * (8 + width * len(columns)))
-    for name, reduce in (("min", min), ("mean", lambda v: sum(v) / len(v)), ("max", max)):
-        cells = []
-        for c in columns:
-            values = [r[c] for r in epochs.values() if r.get(c) is not None]
-            cells.append(_cell(reduce(values) if values else None, width))
-        lines.append(name.ljust(8) + "".join(cells))
-    lines.append(
-        f"temporal preserving (ideal -1): train {_cell(results.get('temporal_train'))}, "
-        f"test {_cell(results.get('temporal_test'))}"
-    )
-    return "\n".join(lines)
-
-
-def format_comparison(results: Sequence[dict[str, Any]]) -> str:
-    """Several visualizers side by side: one row per epoch and metric, a column per method.
-
-    Rows are ``epoch  metric`` for every epoch any method exported and every per-epoch metric
-    any of them measured (``-`` where a method has no value), then the mean over epochs of
-    each metric (``mean``) and the run-level temporal preserving (``all``).
-
-    Args:
-        results: :func:`evaluate_visualization` outputs, one per visualizer, same run and k.
-    """
-    names = [r["vis"] for r in results]
-    epochs: list[str] = []
-    for r in results:
-        epochs += [e for e in r["epochs"] if e not in epochs]
-    epochs.sort(key=int)
-    metrics = [
-        key
-        for key in PER_EPOCH_KEYS
-        if any(row.get(key) is not None for r in results for row in r["epochs"].values())
-    ]
-    width = max(10, *(len(n) + 2 for n in names))
-    first = results[0]
-    lines = [
-        f"{' vs '.join(names)}: k = {first['k']}, {first['n_train']} train / "
-        f"{first['n_test']} test points; nn_* of k (ideal k), ppr_* ideal 1, icd_* ideal 0, "
-        "temporal_* ideal -1",
-        "epoch".ljust(7) + "metric".ljust(16) + "".join(n.rjust(width) for n in names),
-    ]
-    for epoch in epochs:
-        for key in metrics:
-            cells = [_cell(r["epochs"].get(epoch, {}).get(key), width) for r in results]
-            lines.append(epoch.ljust(7) + key.ljust(16) + "".join(cells))
-    lines.append("-" * (23 + width * len(names)))
-    for key in metrics:
-        cells = []
-        for r in results:
-            values = [row[key] for row in r["epochs"].values() if row.get(key) is not None]
-            cells.append(_cell(sum(values) / len(values) if values else None, width))
-        lines.append("mean".ljust(7) + key.ljust(16) + "".join(cells))
-    for key in ("temporal_train", "temporal_test"):
-        cells = [_cell(r.get(key), width) for r in results]
-        lines.append("all".ljust(7) + key.ljust(16) + "".join(cells))
-    return "\n".join(lines)

@@ -1,6 +1,6 @@
 """Pictures of an exported visualization: per-epoch figures and an animation of the run.
 
-Reads only exported files (DESIGN.md §2) and the run's labels, saved logits and index; it
+Reads only exported files (docs/design.md §2) and the run's labels, saved logits and index; it
 never loads a subject model or a visualizer. Writes, under ``{out_dir}/plots/``::
 
     {epoch}.png   the decision background (bgimg/{epoch}.png over scale/{epoch}.npy) with
@@ -24,10 +24,9 @@ from __future__ import annotations
 import io
 import logging
 import math
-import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,18 +37,14 @@ from ttvis.export import (
     atomic_save_png,
     atomic_write_bytes,
     class_palette,
-    epochs_with_projection,
+    export_paths,
 )
+from ttvis.export_folder import PLOTS_DIR, ExportFolder
 from ttvis.run import TrainingRun
 
 log = logging.getLogger("ttvis.plot")  # also when run as python -m ttvis.plot
 
-PLOTS_DIR = "plots"
 ANIMATION_NAME = "run"
-
-
-class PlotError(RuntimeError):
-    """Exports needed for a picture are missing, unreadable or inconsistent with the run."""
 
 
 # ------------------------------------------------------------------ settings
@@ -94,12 +89,9 @@ class PlotSettings:
     loop: int = 0  # GIF repeats (0 = forever)
 
     def __post_init__(self) -> None:
-        if self.animation_format.lower() not in ("gif", "mp4"):
-            raise ValueError(f"plots.animation_format={self.animation_format!r}; expected gif/mp4")
-        if min(self.size, self.dpi, self.animation_size, self.frame_ms) <= 0:
-            raise ValueError("plots.size, dpi, animation_size and frame_ms must be positive")
-        if len(self.axes_rect) != 4:
-            raise ValueError(f"plots.axes_rect={self.axes_rect}; expected left, bottom, w, h")
+        from ttvis.config_check import PLOT_RULES, check_config
+
+        check_config({"plots": asdict(self)}, PLOT_RULES)  # ConfigError, a ValueError
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> PlotSettings:
@@ -110,10 +102,9 @@ class PlotSettings:
             from omegaconf import OmegaConf
 
             values = OmegaConf.to_container(values, resolve=True)
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"plots: unknown setting(s) {unknown}; known: {sorted(known)}")
+        from ttvis.config_check import PLOT_RULES, check_config
+
+        check_config({"plots": values}, PLOT_RULES)  # unknown keys and bad values alike
         values = dict(values)
         if "axes_rect" in values:
             values["axes_rect"] = tuple(float(v) for v in values["axes_rect"])
@@ -495,55 +486,21 @@ def _draw_legend(fig, subject: PlotSubject, view: EpochView, settings: PlotSetti
 # ------------------------------------------------------------------ reading exports
 
 
-def _load_npy(path: Path) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise PlotError(f"{path}: file not found; run train.py first") from None
-    except (ValueError, OSError, EOFError) as err:
-        raise PlotError(f"{path}: not a readable .npy array ({err})") from None
-
-
-def load_background(path: Path) -> np.ndarray | None:
-    """``bgimg/{epoch}.png`` as ``[H, W, 3]`` uint8 RGB, or None when the file is missing."""
-    from PIL import Image
-
-    if not path.is_file():
-        return None
-    try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
-    except OSError as err:
-        raise PlotError(f"{path}: not a readable image ({err})") from None
-
-
 def load_view(out_dir: str | Path, epoch: int, run: TrainingRun) -> EpochView:
     """Read one epoch's projection, scale and background, and the run's saved logits.
 
     Args:
-        out_dir: the export folder, ``content_path/visualize/{VIS_NAME}``.
+        out_dir: the export folder (``content_path/visualize/{VIS_NAME}`` or ``output_dir``).
         epoch: the subject epoch.
         run: the run (labels, index, ``dataset/prediction/{epoch}.npy``); no model is loaded.
 
     Raises:
-        PlotError: a missing or malformed projection or scale.
+        ExportError: a missing or malformed projection or scale.
     """
-    out_dir = Path(out_dir)
-    path = out_dir / "projection" / f"{epoch}.npy"
-    projection = _load_npy(path)
-    if projection.shape != (run.shape.n_points, 2):
-        raise PlotError(
-            f"{path}: shape {projection.shape}; expected [{run.shape.n_points}, 2] (N*F points)"
-        )
-    if not np.isfinite(projection).all():
-        raise PlotError(f"{path}: contains NaN or inf")
-    path = out_dir / "scale" / f"{epoch}.npy"
-    scale = _load_npy(path).astype(np.float64).reshape(-1)
-    if scale.shape != (4,) or not (scale[2] > scale[0] and scale[3] > scale[1]):
-        raise PlotError(f"{path}: {scale}; expected [4] x_min, y_min, x_max, y_max, min < max")
-    background = None
-    if run.is_classification:
-        background = load_background(out_dir / "bgimg" / f"{epoch}.png")
+    folder = ExportFolder(out_dir)
+    projection = folder.projection(epoch, run.shape.n_points)
+    scale = folder.scale(epoch)
+    background = folder.background(epoch) if run.is_classification else None
     predicted = predicted_classes(run.predictions(epoch)) if run.is_classification else None
     return EpochView(epoch, projection.astype(np.float32), scale, background, predicted)
 
@@ -598,7 +555,7 @@ def moved_most(out_dir: str | Path, epochs: Sequence[int], rows: np.ndarray, k: 
     length = np.zeros(rows.size, dtype=np.float64)
     prev = None
     for epoch in epochs:
-        pos = np.load(out_dir / "projection" / f"{epoch}.npy", mmap_mode="r")[rows]
+        pos = np.load(export_paths(out_dir, epoch)["projection"], mmap_mode="r")[rows]
         if prev is not None:
             length += np.linalg.norm(pos - prev, axis=1)
         prev = pos
@@ -622,7 +579,7 @@ def animation_frames(
     """
     subject = PlotSubject.from_run(run) if subject is None else subject
     out_dir = Path(out_dir)
-    limits = union_limits(_load_npy(out_dir / "scale" / f"{e}.npy") for e in epochs)
+    limits = union_limits(ExportFolder(out_dir).scale(e) for e in epochs)
     drawn = np.concatenate([subject.train_points, subject.test_points])
     tracked = moved_most(out_dir, epochs, drawn, settings.trajectories)
     history: list[np.ndarray] = []
@@ -748,14 +705,9 @@ def draw_run(
         The epochs drawn and the animation's path.
 
     Raises:
-        PlotError: no exported epoch, or a broken export file.
+        ExportError: no exported epoch, or a broken export file.
     """
-    epochs = epochs_with_projection(out_dir, run.epochs if epochs is None else epochs)
-    if not epochs:
-        raise PlotError(
-            f"no exports under {Path(out_dir) / 'projection'} for the run's epochs; "
-            "run train.py first"
-        )
+    epochs = ExportFolder(out_dir).require_epochs(run.epochs if epochs is None else epochs)
     subject = PlotSubject.from_run(run)
     draw_epochs(run, out_dir, epochs, settings, vis_name, subject)
     return epochs, write_animation(run, out_dir, epochs, settings, vis_name, subject)
@@ -767,7 +719,8 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def main() -> None:
-    """``python -m ttvis.plot content_path=... vis=DVI``: re-draw pictures from exports."""
+    """``python -m ttvis.plot content_path=... vis=DVI [output_dir=...]``: re-draw pictures
+    from exports."""
     import hydra
 
     hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="plot")(_plot_app)()
@@ -776,29 +729,22 @@ def main() -> None:
 def _plot_app(cfg) -> None:
     from omegaconf import OmegaConf
 
-    from ttvis.metrics import EvaluationError, export_dir, parse_vis_names, require_exports
-    from ttvis.run import RunError, selected_epochs
+    from ttvis.config_check import PLOT_COMMAND_RULES, check_config
+    from ttvis.failure import exit_on_failure
+    from ttvis.run import selected_epochs
 
-    vis = OmegaConf.to_object(cfg.vis) if OmegaConf.is_list(cfg.vis) else str(cfg.vis)
-    try:
-        names = parse_vis_names(vis)
+    with exit_on_failure(cfg, "ttvis.plot"):  # exit 2: bad settings, input or exports
+        check_config(cfg, PLOT_COMMAND_RULES)
+        vis = OmegaConf.to_object(cfg.vis) if OmegaConf.is_list(cfg.vis) else str(cfg.vis)
+        folders = ExportFolder.named(cfg.content_path, vis, cfg.get("output_dir"))
         settings = PlotSettings.from_mapping(cfg.plots)
         epochs = selected_epochs(cfg.get("epochs"))
         run = TrainingRun(cfg.content_path, epochs=epochs, check_values=False)
-        for name in names:  # fail before drawing when one name has no export
-            require_exports(run, name)
-        for name in names:
-            out_dir = export_dir(run, name)
-            drawn, animation = draw_run(run, out_dir, settings, name)
-            print(f"wrote {len(drawn)} plots to {out_dir / PLOTS_DIR} and {animation}", flush=True)
-    except (RunError, PlotError, EvaluationError, ValueError) as err:
-        _fail(str(err))
-
-
-def _fail(message: str) -> None:
-    """Print ``message`` as one line on stderr and exit with status 2."""
-    print("ttvis.plot: " + " ".join(message.splitlines()), file=sys.stderr)
-    sys.exit(2)
+        for folder in folders:  # fail before drawing when one has no export
+            folder.require_epochs(run.epochs)
+        for folder in folders:
+            drawn, animation = draw_run(run, folder.path, settings, folder.name)
+            print(f"wrote {len(drawn)} plots to {folder.plots_dir} and {animation}", flush=True)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from ttvis.export import epochs_with_projection
+from ttvis.export_folder import ExportError
 from ttvis.plot import (
-    PlotError,
     PlotSettings,
     PlotSubject,
     draw_epochs,
@@ -67,7 +67,7 @@ class PlotCallback(L.Callback):
         start = time.perf_counter()
         try:
             self._draw(trainer, run, epochs)
-        except (PlotError, OSError) as err:  # pictures never cost a run its exports
+        except (ExportError, OSError) as err:  # pictures never cost a run its exports
             log.warning(
                 "plots: not drawn (%s); python -m ttvis.plot redraws them from the exports", err
             )

@@ -13,24 +13,23 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from ttvis.config_check import check_config
 from ttvis.run import RunError, TrainingRun, selected_epochs
 
 log = logging.getLogger(__name__)
 
 
 def open_run(cfg: DictConfig) -> TrainingRun:
-    """Validate ``cfg.content_path``, ``cfg.epochs``, ``method.n_neighbors``, the anchor
-    settings and that ``cfg.output_dir`` is writable, before any work starts; raises
+    """Check every setting (:func:`ttvis.config_check.check_config`), then validate
+    ``cfg.content_path``, ``cfg.epochs``, ``method.n_neighbors`` and that ``cfg.output_dir`` is
+    writable, before any work starts; raises :class:`~ttvis.config_check.ConfigError` or
     :class:`RunError`."""
+    check_config(cfg)
     epochs = selected_epochs(cfg.get("epochs"))
     run = TrainingRun(cfg.content_path, epochs=epochs, check_values=cfg.get("check_values", True))
     log.info("%s", run)
     if cfg.method.get("n_neighbors") is not None:
         run.require_training_points(cfg.method.n_neighbors)
-    for key in ("lambda_anchor", "anchor_power"):
-        value = cfg.method.get(key)
-        if value is not None and not value >= 0:  # also refuses NaN
-            raise RunError(f"method.{key}={value}: expected a number >= 0")
     require_writable_dir(cfg.output_dir)
     if run.is_classification:
         # Fail early and loudly if backgrounds will be white, instead of after training (this

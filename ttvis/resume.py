@@ -64,7 +64,7 @@ def _file_identity(path: Path) -> list:
 
 @dataclass(frozen=True)
 class EpochCheckpoint:
-    """What a subject epoch hands the next one (DESIGN.md §4.5).
+    """What a subject epoch hands the next one (docs/design.md §4.5).
 
     Attributes:
         state: the visualizer's :class:`~ttvis.modules.Autoencoder` state dict (CPU tensors).

@@ -1,4 +1,4 @@
-"""The training-run folder: discovery, validation and memory-mapped access (DESIGN.md §1).
+"""The training-run folder: discovery, validation and memory-mapped access (docs/design.md §1).
 
 A run folder (``content_path``) holds what the user's own training wrote::
 

@@ -1,4 +1,4 @@
-"""The subject head: the classifier's logits for an arbitrary representation (DESIGN.md §3).
+"""The subject head: the classifier's logits for an arbitrary representation (docs/design.md §3).
 
 Backgrounds, prediction preserving and confidence metrics need ``prediction(rep)`` for points
 that are not in the data set (decoded grid points, reconstructions). Two sources:
@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ttvis.inference import batched
 from ttvis.run import CONFIG_FILE, RunError, TrainingRun
 
 log = logging.getLogger(__name__)
@@ -52,12 +53,9 @@ class SubjectHead(nn.Module):
         buffer = next(self.buffers(), None)
         ref = param if param is not None else buffer
         device, dtype = (ref.device, ref.dtype) if ref is not None else (reps.device, reps.dtype)
-        out = []
-        with torch.no_grad():
-            for start in range(0, reps.shape[0], batch_size):
-                chunk = reps[start : start + batch_size].to(device=device, dtype=dtype)
-                out.append(self(chunk).float())
-        return torch.cat(out) if out else torch.zeros(0, 0)
+        if reps.shape[0] == 0:
+            return torch.zeros(0, 0)
+        return batched(lambda chunk: self(chunk).float(), reps, batch_size, device, dtype)
 
 
 class LinearHead(SubjectHead):

@@ -241,9 +241,11 @@ def fit_dvi(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dict[st
 def train(cfg: DictConfig, run: TrainingRun | None = None) -> dict[str, Any]:
     """Validate the run (unless ``run`` is the one :func:`~ttvis.preflight.open_run` already
     returned for ``cfg``), fit the configured method, export; return a summary dict."""
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
     if run is None:
         run = open_run(cfg)
+    # Seeded after validation, whatever it drew (building a subject head initialises a model):
+    # train(cfg) and train.py's open_run-then-train start the fit from the same random state.
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     logger = instantiate_logger(cfg)
     fit = instantiate(cfg.method.fit)
     start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""DVI's datamodule: the spatial complex of one subject epoch, streamed as edges (DESIGN.md §4)."""
+"""DVI's datamodule: one subject epoch's spatial complex, streamed as edges (docs/design.md §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Streaming weighted edges on the training device (DESIGN.md §4.3).
+"""Streaming weighted edges on the training device (docs/design.md §4.3).
 
 No per-sample ``__getitem__``: each batch is ``B`` edge indices drawn at once with
 ``torch.searchsorted`` on the cumulative weights, then rows gathered from a representation

@@ -1,4 +1,4 @@
-"""The visualizer network: an MLP encoder to 2-D and an MLP decoder back (DESIGN.md §4.4)."""
+"""The visualizer network: an MLP encoder to 2-D and an MLP decoder back (docs/design.md §4.4)."""
 
 from __future__ import annotations
 

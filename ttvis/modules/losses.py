@@ -1,4 +1,4 @@
-"""Visualizer losses (DESIGN.md §4.4): UMAP cross-entropy, reconstruction, temporal anchor."""
+"""Visualizer losses (docs/design.md §4.4): UMAP cross-entropy, reconstruction, temporal anchor."""
 
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def reconstruction_loss(x: Tensor, x_hat: Tensor, counts: Tensor | None = None) 
 def prediction_loss(logits_x: Tensor, logits_recon: Tensor, counts: Tensor | None = None) -> Tensor:
     """Cross-entropy of the subject's prediction on reconstructions against that on inputs.
 
-    Keeps ``argmax head(g(f(x))) == argmax head(x)`` (prediction preserving, DESIGN.md §7)
+    Keeps ``argmax head(g(f(x))) == argmax head(x)`` (prediction preserving, docs/design.md §7)
     and the confidence with it: the target is the subject's softmax on ``x``.
 
     Args:

@@ -56,7 +56,7 @@ class EpochHeads(nn.Module):
 
 
 class TimeVisModule(VisualizerModule):
-    """:class:`VisualizerModule` for a spatio-temporal complex (DESIGN.md §5).
+    """:class:`VisualizerModule` for a spatio-temporal complex (docs/design.md §5).
 
     Identical losses (UMAP + ``lambda1`` reconstruction, optional prediction loss); with an
     :class:`EpochHeads` as ``subject_head`` each vertex (and each interpolated edge point,
