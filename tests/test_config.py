@@ -157,8 +157,8 @@ def test_warm_fits_use_the_warm_schedule(demo_run):
 def test_warm_fits_train_in_proportion_to_the_neighbourhoods_that_changed(demo_run):
     from ttvis.training import warm_fit, warm_fit_epochs
 
-    cfg = _compose("dvi", "default", demo_run, ["method.warm_max_epochs=8"])
-    assert cfg.method.warm_min_epochs == 1
+    cfg = _compose("dvi", "default", demo_run, ["method.warm_min_epochs=1"])
+    assert cfg.method.warm_max_epochs == 8
     # ceil(8 x share lost), at least warm_min_epochs, at most warm_max_epochs.
     expected = {0.0: 1, 0.05: 1, 0.125: 1, 0.13: 2, 0.225: 2, 0.6: 5, 1.0: 8, 1.5: 8}
     assert {c: warm_fit_epochs(cfg, c) for c in expected} == expected
@@ -166,7 +166,8 @@ def test_warm_fits_train_in_proportion_to_the_neighbourhoods_that_changed(demo_r
     assert trainer_overrides == {"max_epochs": 5}
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
     assert module_overrides["scheduler"](optimizer=optimizer).T_max == 5  # the cosine spans it
-    fixed = _compose("dvi", "default", demo_run, ["method.warm_min_epochs=null"])
+    fixed = _compose("dvi", "default", demo_run)  # the default: the full length
+    assert fixed.method.warm_min_epochs is None
     assert warm_fit_epochs(fixed, 0.0) == warm_fit_epochs(fixed, 1.0) == 8
     floor = _compose("dvi", "default", demo_run, ["method.warm_min_epochs=3"])
     assert warm_fit_epochs(floor, 0.1) == 3

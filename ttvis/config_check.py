@@ -214,6 +214,7 @@ TRAIN_RULES: tuple[Rule, ...] = (
         optional=True,
         method__max_epochs=int_at_least(1),
         method__warm_max_epochs=int_at_least(1),
+        method__warm_min_epochs=int_at_least(1),
         trainer__max_epochs=int_at_least(1),
     )
     + _rules(
