@@ -12,7 +12,7 @@ from conftest import copy_run, run_train
 
 from ttvis.datamodules import TimeVisDataModule
 from ttvis.modules import Autoencoder, EpochHeads
-from ttvis.run import TrainingRun
+from ttvis.run import RunError, TrainingRun
 from ttvis.temporal import (
     VertexLayout,
     data_scale,
@@ -365,3 +365,21 @@ def test_side_by_side_table_has_a_row_per_epoch_and_metric():
     assert rows[0][2:] == ["2.000", "4.000"]
     assert any(line.split()[:4] == ["mean", "nn_train", "2.500", "4.500"] for line in lines)
     assert any(line.split()[:2] == ["all", "temporal_train"] for line in lines)
+
+
+def test_each_epoch_is_normalised_on_its_own_unless_shared(tiny_run):
+    run = tiny_run
+    per_epoch = TimeVisDataModule(tiny_run, n_neighbors=5)
+    shift, scale = per_epoch.input_normalisation()
+    assert shift.shape == (len(run.epochs), run.shape.dim) and scale.shape == (len(run.epochs),)
+    for t, epoch in enumerate(run.epochs):
+        reps = run.train_representations(epoch).astype(np.float64)
+        np.testing.assert_allclose(shift[t].numpy(), reps.mean(0), rtol=1e-5, atol=1e-6)
+        assert float(scale[t]) == pytest.approx(np.sqrt(reps.var(0).mean()), rel=1e-5)
+    shared = TimeVisDataModule(tiny_run, n_neighbors=5, normalisation="shared")
+    shift, scale = shared.input_normalisation()
+    every = np.concatenate([run.train_representations(e) for e in run.epochs]).astype(np.float64)
+    assert shift.shape == (run.shape.dim,)
+    assert scale == pytest.approx(np.sqrt(every.var(0).mean()), rel=1e-5)
+    with pytest.raises(RunError, match="method.normalisation='none'"):
+        TimeVisDataModule(tiny_run, n_neighbors=5, normalisation="none")

@@ -199,6 +199,7 @@ TRAIN_RULES: tuple[Rule, ...] = (
         method__min_dist=number_at_least(0),
         method__epoch_balance=number_at_least(0),
         method__sampling=one_of("none", "kcenter"),
+        method__normalisation=one_of("epoch", "shared"),
         method__optimizer__lr=positive(),
         export__resolution=int_at_least(1),
         export__scale_margin=number_at_least(0),

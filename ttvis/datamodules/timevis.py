@@ -26,6 +26,7 @@ from ttvis.temporal import (
 log = logging.getLogger(__name__)
 
 SAMPLING = ("none", "kcenter")
+NORMALISATION = ("epoch", "shared")
 
 
 class TimeVisDataModule(EdgeDataModule):
@@ -48,6 +49,8 @@ class TimeVisDataModule(EdgeDataModule):
         kcenter_max_fraction: cap on any epoch's share.
         epoch_balance: exponent ``p``: epoch t's spatial edges are drawn ``(scale_t)^-p`` times
             as often (:func:`ttvis.temporal.epoch_balance_factors`; 0: every epoch alike).
+        normalisation: ``"epoch"``: each epoch centred and scaled on its own
+            (:meth:`input_normalisation`); ``"shared"``: one normalisation for every epoch.
         anchors: stream temporal anchors: every batch carries each vertex's anchor vertex's
             features (``anchor_x``, the same point in the next epoch that has it) and
             ``anchor_weight``, its share of k-NN kept to the power ``anchor_power``
@@ -71,6 +74,7 @@ class TimeVisDataModule(EdgeDataModule):
         kcenter_fraction: float = 0.2,
         kcenter_max_fraction: float = 1.0,
         epoch_balance: float = 0.0,
+        normalisation: str = "epoch",
         anchors: bool = False,
         anchor_power: float = 1.0,
         batch_size: int = 1000,
@@ -88,6 +92,10 @@ class TimeVisDataModule(EdgeDataModule):
         self.kcenter_fraction = kcenter_fraction
         self.kcenter_max_fraction = kcenter_max_fraction
         self.epoch_balance = epoch_balance
+        if normalisation not in NORMALISATION:
+            expected = ", ".join(NORMALISATION)
+            raise RunError(f"method.normalisation={normalisation!r}: expected one of {expected}")
+        self.normalisation = normalisation
         self.anchors = anchors
         self.anchor_power = anchor_power
         self.metric = metric
@@ -223,12 +231,15 @@ class TimeVisDataModule(EdgeDataModule):
         """``TimeVis (E epochs)`` for the progress bar."""
         return f"TimeVis ({len(self.run.epochs)} epochs)"
 
-    def input_normalisation(self) -> tuple[Tensor, Tensor]:
-        """``(shift [E, D], scale [E])``: each epoch's per-dimension mean and root mean
-        variance over its vertices. Every epoch is centred and scaled on its own, so an epoch
-        whose features are many times smaller than the others' (early in training) fills the
-        network's input space as much as they do; each epoch's exported model
-        (``vismodel/{epoch}.pth``) has its own folded in."""
+    def input_normalisation(self) -> tuple[Tensor, Tensor | float]:
+        """With ``normalisation="epoch"``: ``(shift [E, D], scale [E])``, each epoch's
+        per-dimension mean and root mean variance over its vertices. Every epoch is centred and
+        scaled on its own, so an epoch whose features are many times smaller than the others'
+        (early in training) fills the network's input space as much as they do; each epoch's
+        exported model (``vismodel/{epoch}.pth``) has its own folded in. With ``"shared"``:
+        ``(shift [D], scale)`` over every vertex, one normalisation for all epochs."""
+        if self.normalisation == "shared":
+            return super().input_normalisation()
         self.build()
         shifts, scales = [], []
         for t in range(self.layout.n_epochs):
