@@ -17,6 +17,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 from PIL import Image
 
+from ttvis import animation
+from ttvis.animation import ffmpeg_available, write_animation
 from ttvis.export import atomic_save_npy, atomic_save_png, class_palette, projection_scale
 from ttvis.plot import (
     EpochView,
@@ -24,11 +26,9 @@ from ttvis.plot import (
     PlotSubject,
     draw_run,
     epoch_title,
-    ffmpeg_available,
     figure_pixel_of,
     marker_style,
     render_epoch,
-    write_animation,
 )
 from ttvis.run import TrainingRun
 
@@ -278,12 +278,12 @@ def test_draw_run_writes_plots_and_animation(tmp_path):
 
 
 def test_mp4_falls_back_to_gif_without_ffmpeg(tmp_path, monkeypatch, caplog):
-    import ttvis.plot as plot
-
     run = TrainingRun(make_exports(tmp_path))
-    monkeypatch.setattr(plot, "ffmpeg_available", lambda: False)
+    monkeypatch.setattr(animation, "ffmpeg_available", lambda: False)
     settings = replace(SMALL, animation_format="mp4")
-    path = plot.write_animation(run, run.content_path / "visualize" / "DVI", EPOCHS, settings, "x")
+    path = animation.write_animation(
+        run, run.content_path / "visualize" / "DVI", EPOCHS, settings, "x"
+    )
     assert path.name == "run.gif" and "ffmpeg" in caplog.text
 
 

@@ -21,13 +21,15 @@ Command line: ``python -m ttvis.demo OUT_DIR [--data digits|mnist1d] [--recipe a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import json
 import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +115,76 @@ def load_demo_data(data: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
     raise ValueError(f"data={data!r}: expected one of {', '.join(DATASETS)}")
 
 
+def shuffle_and_split(
+    x: np.ndarray, y: np.ndarray, n_samples: int | None, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A seeded shuffle (the first ``n_samples`` kept; all if None) and train/test split.
+
+    Returns:
+        ``(x [N, F], y [N], train_index, test_index)``, the indices sorted rows of ``x``.
+    """
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(y))
+    if n_samples is not None:
+        order = order[:n_samples]
+    n_test = int(round(test_fraction * len(order)))
+    split = rng.permutation(len(order))
+    return x[order], y[order], np.sort(split[n_test:]), np.sort(split[:n_test])
+
+
+def train_one_epoch(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    generator: torch.Generator,
+) -> None:
+    """One pass of cross-entropy minibatch training over ``x [N, F]``, ``y [N]`` in an order
+    drawn from ``generator``."""
+    model.train()
+    perm = torch.randperm(len(y), generator=generator)
+    for start in range(0, len(perm), batch_size):
+        idx = perm[start : start + batch_size]
+        loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+def new_classifier(
+    kwargs: dict, plan: Recipe, lr: float, seed: int
+) -> tuple[demo_model.DigitsMLP, torch.optim.Optimizer]:
+    """The demo classifier with seeded initial weights, and its optimizer."""
+    # The initial weights are the only draws from torch's global stream (minibatches use
+    # their own generator); fork it so the caller's stream is left as it was: train.py builds
+    # the demo inside its own seeded run, and a first build must not change what it draws.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = demo_model.DigitsMLP(**kwargs)
+    if plan.optimizer == "sgd":
+        return model, torch.optim.SGD(model.parameters(), lr=lr, momentum=plan.momentum)
+    return model, torch.optim.Adam(model.parameters(), lr=lr)
+
+
+@contextlib.contextmanager
+def building(out_dir: Path) -> Iterator[Path]:
+    """A temporary folder beside ``out_dir``, renamed to ``out_dir`` when the block completes
+    and removed when it fails. A concurrent twin that finished first is kept."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        yield tmp
+        try:
+            os.rename(tmp, out_dir)
+        except OSError:
+            if not (out_dir / REPRESENTATION_DIR).is_dir():  # not a concurrent twin: a real error
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # another process finished first; keep theirs
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def build_demo_run(
     out_dir: str | Path,
     n_epochs: int = 10,
@@ -147,81 +219,67 @@ def build_demo_run(
     """
     if recipe not in RECIPES:
         raise ValueError(f"recipe={recipe!r}: expected one of {', '.join(RECIPES)}")
-    plan = RECIPES[recipe]
-    hidden_dim = plan.hidden_dim if hidden_dim is None else hidden_dim
-    batch_size = plan.batch_size if batch_size is None else batch_size
-    lr = plan.lr if lr is None else lr
+    given = {"hidden_dim": hidden_dim, "batch_size": batch_size, "lr": lr}
+    plan = replace(RECIPES[recipe], **{k: v for k, v in given.items() if v is not None})
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise FileExistsError(f"{out_dir} already exists; the demo generator never overwrites")
     x_raw, y_raw = load_demo_data(data, seed)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    x, y, train_index, test_index = shuffle_and_split(x_raw, y_raw, n_samples, test_fraction, seed)
+    source = f"ttvis demo: {data}, DigitsMLP, recipe {recipe} ({RECIPES[recipe]})"
+    with building(out_dir) as tmp:
+        record_demo(tmp, x, y, (train_index, test_index), plan, feature_dim, n_epochs, seed, source)
+    return out_dir
 
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(y_raw))
-    if n_samples is not None:
-        order = order[:n_samples]
-    x, y = x_raw[order], y_raw[order]
-    n = len(y)
-    n_test = int(round(test_fraction * n))
-    split = rng.permutation(n)
-    test_index, train_index = np.sort(split[:n_test]), np.sort(split[n_test:])
 
-    kwargs = {"in_dim": x.shape[1], "hidden_dim": hidden_dim, "feature_dim": feature_dim}
+def record_demo(
+    out_dir: Path,
+    x: np.ndarray,
+    y: np.ndarray,
+    split: tuple[np.ndarray, np.ndarray],
+    plan: Recipe,
+    feature_dim: int,
+    n_epochs: int,
+    seed: int,
+    source: str,
+) -> None:
+    """Train the demo classifier on ``x [N, F]``, ``y [N]`` and record every epoch into the
+    empty folder ``out_dir`` with :class:`~ttvis.record.Recorder`.
+
+    Args:
+        split: ``(train_index, test_index)`` rows of ``x``.
+        plan: the recipe, overrides applied.
+        feature_dim: D, the representation width.
+        n_epochs: epochs ``1..n_epochs``, each recorded.
+        seed: seeds the initial weights and the minibatch order.
+        source: ``config.json``'s ``source`` line.
+    """
+    train_index, test_index = split
+    kwargs = {"in_dim": x.shape[1], "hidden_dim": plan.hidden_dim, "feature_dim": feature_dim}
     kwargs["n_classes"] = int(y.max()) + 1
     classes = [str(c) for c in range(kwargs["n_classes"])]
-    # The initial weights are the only draws from torch's global stream (minibatches use
-    # batch_gen); fork it so the caller's stream is left as it was: train.py builds the demo
-    # inside its own seeded run, and a first build must not change what the visualizer draws.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = demo_model.DigitsMLP(**kwargs)
-    if plan.optimizer == "sgd":
-        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=plan.momentum)
-    else:
-        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    model, optimizer = new_classifier(kwargs, plan, plan.lr, seed)
     x_all, y_all = torch.from_numpy(x), torch.from_numpy(y)
     x_train, y_train = x_all[train_index], y_all[train_index]
     batch_gen = torch.Generator().manual_seed(seed)
-
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        # The demo's own entries first; the recorder merges its layout into config.json.
-        config = {
-            "dataset": {"classes": classes},
-            "subject_model": {"class": DEMO_CLASS, "kwargs": kwargs},
-            "source": f"ttvis demo: {data}, DigitsMLP, recipe {recipe} ({plan})",
-        }
-        (tmp / "config.json").write_text(json.dumps(config, indent=2))
-        (tmp / "model.py").write_text(inspect.getsource(demo_model))
-        recorder = Recorder(
-            tmp,
-            model,
-            train_data=TensorDataset(x_train, y_train),
-            test_data=TensorDataset(x_all[test_index], y_all[test_index]) if n_test else None,
-            classes=classes,
-            batch_size=n,  # one forward over every sample, as the demo always did
-        )
-        for epoch in range(1, n_epochs + 1):
-            model.train()
-            perm = torch.randperm(len(train_index), generator=batch_gen)
-            for start in range(0, len(perm), batch_size):
-                idx = perm[start : start + batch_size]
-                loss = torch.nn.functional.cross_entropy(model(x_train[idx]), y_train[idx])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-            recorder.save(epoch)
-        try:
-            os.rename(tmp, out_dir)
-        except OSError:
-            if not (out_dir / REPRESENTATION_DIR).is_dir():  # not a concurrent twin: a real error
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)  # another process finished first; keep theirs
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    # The demo's own entries first; the recorder merges its layout into config.json.
+    config = {"dataset": {"classes": classes}, "subject_model": {"class": DEMO_CLASS}}
+    config["subject_model"]["kwargs"] = kwargs
+    config["source"] = source
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2))
+    (out_dir / "model.py").write_text(inspect.getsource(demo_model))
+    recorder = Recorder(
+        out_dir,
+        model,
+        train_data=TensorDataset(x_train, y_train),
+        test_data=TensorDataset(x_all[test_index], y_all[test_index]) if len(test_index) else None,
+        classes=classes,
+        batch_size=len(y),  # one forward over every sample, as the demo always did
+    )
+    for epoch in range(1, n_epochs + 1):
+        train_one_epoch(model, optimizer, x_train, y_train, plan.batch_size, batch_gen)
+        recorder.save(epoch)
 
 
 def demo_run_name(data: str = "digits", recipe: str = "adam", n_epochs: int = 10, seed: int = 0):

@@ -21,7 +21,6 @@ Command line (re-draw from existing exports, no training)::
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import time
@@ -32,19 +31,15 @@ from typing import Any
 
 import numpy as np
 
+from ttvis.config_check import PLOT_RULES, check_config
 from ttvis.export import (
-    atomic_path,
     atomic_save_png,
-    atomic_write_bytes,
     class_palette,
-    export_paths,
 )
 from ttvis.export_folder import PLOTS_DIR, ExportFolder
 from ttvis.run import TrainingRun
 
 log = logging.getLogger("ttvis.plot")  # also when run as python -m ttvis.plot
-
-ANIMATION_NAME = "run"
 
 
 # ------------------------------------------------------------------ settings
@@ -89,8 +84,6 @@ class PlotSettings:
     loop: int = 0  # GIF repeats (0 = forever)
 
     def __post_init__(self) -> None:
-        from ttvis.config_check import PLOT_RULES, check_config
-
         check_config({"plots": asdict(self)}, PLOT_RULES)  # ConfigError, a ValueError
 
     @classmethod
@@ -102,8 +95,6 @@ class PlotSettings:
             from omegaconf import OmegaConf
 
             values = OmegaConf.to_container(values, resolve=True)
-        from ttvis.config_check import PLOT_RULES, check_config
-
         check_config({"plots": values}, PLOT_RULES)  # unknown keys and bad values alike
         values = dict(values)
         if "axes_rect" in values:
@@ -231,12 +222,6 @@ def epoch_title(vis_name: str, view: EpochView, subject: PlotSubject) -> str:
     return " · ".join(parts)
 
 
-def union_limits(scales: Iterable[np.ndarray]) -> np.ndarray:
-    """``[4]`` box covering every ``[4]`` scale: min of the mins, max of the maxes."""
-    boxes = np.asarray(list(scales), dtype=np.float64).reshape(-1, 4)
-    return np.concatenate([boxes[:, :2].min(0), boxes[:, 2:].max(0)])
-
-
 # ------------------------------------------------------------------ geometry
 
 
@@ -310,16 +295,7 @@ def render_epoch(
     ax.set_yticks([])
 
     if subject.classification and view.background is not None:
-        x_min, y_min, x_max, y_max = (float(v) for v in view.scale)
-        ax.imshow(
-            view.background,
-            extent=(x_min, x_max, y_min, y_max),
-            origin="upper",
-            interpolation=settings.background_interpolation,
-            alpha=settings.background_alpha,
-            aspect="auto",
-            zorder=0,
-        )
+        _draw_background(ax, view, settings)
     _draw_points(ax, view, subject, settings)
     if trajectories is not None:
         _draw_trajectories(ax, *trajectories, subject, settings)
@@ -334,6 +310,20 @@ def render_epoch(
     canvas.draw()
     rgba = np.asarray(canvas.buffer_rgba())
     return np.ascontiguousarray(rgba[:, :, :3])
+
+
+def _draw_background(ax, view: EpochView, settings: PlotSettings) -> None:
+    """``bgimg`` over exactly ``view.scale``, its top row at ``y_max`` (docs/design.md §2)."""
+    x_min, y_min, x_max, y_max = (float(v) for v in view.scale)
+    ax.imshow(
+        view.background,
+        extent=(x_min, x_max, y_min, y_max),
+        origin="upper",
+        interpolation=settings.background_interpolation,
+        alpha=settings.background_alpha,
+        aspect="auto",
+        zorder=0,
+    )
 
 
 def _point_colours(subject: PlotSubject, rows: np.ndarray, labels: np.ndarray | None, settings):
@@ -541,150 +531,6 @@ def draw_epochs(
     return images
 
 
-def moved_most(out_dir: str | Path, epochs: Sequence[int], rows: np.ndarray, k: int) -> np.ndarray:
-    """The ``k`` of ``rows [R]`` with the longest 2-D path over ``epochs``, longest first.
-
-    Path length: the sum of Euclidean steps between consecutive epochs' projections.
-
-    Returns:
-        ``[min(k, R)]`` int64 rows.
-    """
-    if k <= 0 or rows.size == 0 or len(epochs) < 2:
-        return np.zeros(0, dtype=np.int64)
-    out_dir = Path(out_dir)
-    length = np.zeros(rows.size, dtype=np.float64)
-    prev = None
-    for epoch in epochs:
-        pos = np.load(export_paths(out_dir, epoch)["projection"], mmap_mode="r")[rows]
-        if prev is not None:
-            length += np.linalg.norm(pos - prev, axis=1)
-        prev = pos
-    order = np.argsort(-length, kind="stable")[:k]
-    return rows[order]
-
-
-def animation_frames(
-    run: TrainingRun,
-    out_dir: str | Path,
-    epochs: Sequence[int],
-    settings: PlotSettings,
-    vis_name: str,
-    subject: PlotSubject | None = None,
-) -> Iterable[np.ndarray]:
-    """Yield one ``[S, S, 3]`` uint8 frame per epoch (S = ``animation_size``), in order.
-
-    Every frame shows the same box, the union of the epochs' scales, so motion on screen is
-    motion in the projection. With ``settings.trajectories = K > 0`` the K points that moved
-    most are drawn with their path so far.
-    """
-    subject = PlotSubject.from_run(run) if subject is None else subject
-    out_dir = Path(out_dir)
-    limits = union_limits(ExportFolder(out_dir).scale(e) for e in epochs)
-    drawn = np.concatenate([subject.train_points, subject.test_points])
-    tracked = moved_most(out_dir, epochs, drawn, settings.trajectories)
-    history: list[np.ndarray] = []
-    for epoch in epochs:
-        view = load_view(out_dir, epoch, run)
-        paths = None
-        if tracked.size:
-            history.append(view.projection[tracked])
-            paths = (tracked, np.stack(history, axis=1))
-        yield render_epoch(
-            view,
-            subject,
-            settings,
-            epoch_title(vis_name, view, subject),
-            limits=limits,
-            size=settings.animation_size,
-            trajectories=paths,
-        )
-
-
-def gif_bytes(frames: Iterable[np.ndarray], frame_ms: int, loop: int = 0) -> bytes:
-    """An animated GIF of ``[H, W, 3]`` uint8 frames, ``frame_ms`` milliseconds each."""
-    from PIL import Image
-
-    images = [
-        Image.fromarray(f).quantize(colors=256, method=Image.Quantize.FASTOCTREE) for f in frames
-    ]
-    if not images:
-        raise ValueError("no frames to animate")
-    buf = io.BytesIO()
-    images[0].save(
-        buf,
-        format="GIF",
-        save_all=True,
-        append_images=images[1:],
-        duration=int(frame_ms),
-        loop=int(loop),
-        optimize=False,
-        disposal=1,
-    )
-    return buf.getvalue()
-
-
-def ffmpeg_available() -> bool:
-    """Whether matplotlib finds an ffmpeg executable for mp4 output."""
-    from matplotlib.animation import FFMpegWriter
-
-    return bool(FFMpegWriter.isAvailable())
-
-
-def write_mp4(frames: Iterable[np.ndarray], path: str | Path, frame_ms: int) -> Path:
-    """Encode ``[S, S, 3]`` uint8 frames to an mp4 at ``path`` with ffmpeg, atomically."""
-    from matplotlib.animation import FFMpegWriter
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    path = Path(path)
-    frames = iter(frames)
-    first = next(frames)
-    height, width = first.shape[:2]
-    dpi = 100
-    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
-    FigureCanvasAgg(fig)
-    image = fig.figimage(first)
-    writer = FFMpegWriter(fps=1000.0 / frame_ms)
-    with atomic_path(path, suffix=path.suffix) as tmp, writer.saving(fig, str(tmp), dpi):
-        writer.grab_frame()
-        for frame in frames:
-            image.set_data(frame)
-            writer.grab_frame()
-    return path
-
-
-def write_animation(
-    run: TrainingRun,
-    out_dir: str | Path,
-    epochs: Sequence[int],
-    settings: PlotSettings,
-    vis_name: str,
-    subject: PlotSubject | None = None,
-) -> Path | None:
-    """Write ``plots/run.gif`` (or ``run.mp4``): one frame per epoch of ``epochs``, in order.
-
-    Returns:
-        The path written, or None when ``epochs`` is empty.
-    """
-    epochs = sorted(epochs)
-    if not epochs:
-        return None
-    start = time.perf_counter()
-    frames = animation_frames(run, out_dir, epochs, settings, vis_name, subject)
-    plots = Path(out_dir) / PLOTS_DIR
-    fmt = settings.animation_format.lower()
-    if fmt == "mp4" and not ffmpeg_available():
-        log.warning("plots.animation_format=mp4 needs ffmpeg on PATH; writing a GIF instead")
-        fmt = "gif"
-    if fmt == "mp4":
-        path = write_mp4(frames, plots / f"{ANIMATION_NAME}.mp4", settings.frame_ms)
-    else:
-        data = gif_bytes(frames, settings.frame_ms, settings.loop)
-        path = atomic_write_bytes(plots / f"{ANIMATION_NAME}.gif", data)
-    log.info("drew %s, %d frames (%.1fs)", path, len(epochs), time.perf_counter() - start)
-    return path
-
-
 def draw_run(
     run: TrainingRun,
     out_dir: str | Path,
@@ -708,6 +554,8 @@ def draw_run(
         ExportError: no exported epoch, or a broken export file.
     """
     epochs = ExportFolder(out_dir).require_epochs(run.epochs if epochs is None else epochs)
+    from ttvis.animation import write_animation  # it draws its frames with this module
+
     subject = PlotSubject.from_run(run)
     draw_epochs(run, out_dir, epochs, settings, vis_name, subject)
     return epochs, write_animation(run, out_dir, epochs, settings, vis_name, subject)

@@ -11,13 +11,13 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from ttvis.animation import write_animation
 from ttvis.export import epochs_with_projection
 from ttvis.export_folder import ExportError
 from ttvis.plot import (
     PlotSettings,
     PlotSubject,
     draw_epochs,
-    write_animation,
 )
 
 log = logging.getLogger(__name__)
