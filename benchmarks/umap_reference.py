@@ -18,7 +18,8 @@ import time
 
 import numpy as np
 
-from ttvis.metrics import EvaluationError, load_projection, neighbour_preserving, require_exports
+from ttvis.export_folder import ExportError, ExportFolder
+from ttvis.metrics import neighbour_preserving
 from ttvis.run import RunError, TrainingRun
 
 
@@ -35,12 +36,13 @@ def reference_table(
     """One row per epoch: ``{"epoch", "umap", "seconds", **{vis: nn_train}}``.
 
     Raises:
-        EvaluationError: a visualizer without an export for one of ``epochs``.
+        ExportError: a visualizer without an export for one of ``epochs``.
     """
-    for name in vis_names:
-        missing = sorted(set(epochs) - set(require_exports(run, name)))
+    folders = {name: ExportFolder.of(run.content_path, name) for name in vis_names}
+    for folder in folders.values():
+        missing = sorted(set(epochs) - set(folder.require_epochs(epochs)))
         if missing:
-            raise EvaluationError(f"{name}: no projection for epochs {missing}")
+            raise ExportError(f"{folder.path}: no projection for epochs {missing}")
     rows = []
     for epoch in epochs:
         reps = np.asarray(run.train_representations(epoch), dtype=np.float32)
@@ -49,7 +51,7 @@ def reference_table(
         row = {"epoch": epoch, "seconds": time.perf_counter() - start}
         row["umap"] = float(neighbour_preserving(reps, layout, k).mean())
         for name in vis_names:
-            low = load_projection(run, name, epoch)[run.train_points]
+            low = folders[name].projection(epoch, run.shape.n_points)[run.train_points]
             row[name] = float(neighbour_preserving(reps, low, k).mean())
         rows.append(row)
         print(format_row(row, vis_names), flush=True)
@@ -77,7 +79,7 @@ def main() -> None:
         print(f"{run.content_path}: neighbour preserving (train, k={args.k})")
         print("epoch  UMAP (fit s)    " + "  ".join(f"{n} (of UMAP)" for n in args.vis))
         rows = reference_table(run, args.vis, args.k, epochs, args.seed)
-    except (RunError, EvaluationError) as err:
+    except (RunError, ExportError) as err:
         print(f"umap_reference.py: {err}", file=sys.stderr)
         sys.exit(2)
     means = {n: np.mean([r[n] for r in rows]) for n in ["umap", *args.vis]}
