@@ -216,7 +216,8 @@ def fit_dvi(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dict[st
             summary["epochs"][epoch] or float("nan"),
             t2 - t1,
         )
-        export_seconds = sum(getattr(cb, "seconds", 0.0) for cb in trainer.callbacks)
+        callbacks = callback_seconds(trainer)
+        export_seconds = sum(callbacks.values())
         summary["seconds"]["complex"] += t1 - t0
         summary["seconds"]["train"] += t2 - t1 - export_seconds
         summary["seconds"]["export"] += export_seconds
@@ -224,7 +225,7 @@ def fit_dvi(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dict[st
         summary["per_epoch"][epoch] = {
             "complex": t1 - t0,
             "train": t2 - t1 - export_seconds,
-            "callbacks": callback_seconds(trainer),
+            "callbacks": callbacks,
             "edges": module.edges_seen,
             "draws_per_epoch": datamodule.n_edges,
         }
@@ -311,8 +312,8 @@ def fit_timevis(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dic
     t2 = time.perf_counter()
     loss = trainer.callback_metrics.get("loss")
     loss = float(loss) if loss is not None else None
-    export_seconds = sum(getattr(cb, "seconds", 0.0) for cb in trainer.callbacks)
     callbacks = callback_seconds(trainer)
+    export_seconds = sum(callbacks.values())
     log.info(
         "TimeVis: %d visualizer epochs over %d subject epochs, final loss %.4f, %.1fs",
         trainer.current_epoch,
