@@ -14,11 +14,15 @@ from ttvis.complex import (
     EdgeSet,
     KNNGraph,
     combine_edges,
+    edges_from_graph,
+    fuzzy_complex,
     neighbour_preserving_rate,
-    spatial_complex,
+    prune_graph,
 )
 from ttvis.datamodules.edges import EdgeDataModule
-from ttvis.knn import EXACT_BELOW
+from ttvis.knn import EXACT_BELOW, nearest_neighbors
+from ttvis.layout import umap_layout
+from ttvis.modules.losses import umap_ab
 from ttvis.run import TrainingRun
 from ttvis.subject import SubjectHead
 
@@ -80,6 +84,12 @@ class DVIDataModule(EdgeDataModule):
         prev_knn: KNNGraph | None = None,
         prev_positions: np.ndarray | None = None,
         subject_head: SubjectHead | None = None,
+        layout_epochs: int | None = 0,
+        warm_layout_epochs: int | None = 0,
+        spread: float = 1.0,
+        min_dist: float = 0.1,
+        repulsion_strength: float = 1.0,
+        negative_sample_rate: int = 5,
     ) -> None:
         super().__init__(run, n_neighbors, batch_size, seed)
         self.epoch = epoch
@@ -102,6 +112,12 @@ class DVIDataModule(EdgeDataModule):
         self.n_edges = 0
         self.boundary: np.ndarray | None = None  # [M, D] boundary points, vertices N..N+M-1
         self.persistence: np.ndarray | None = None
+        self.layout_epochs = layout_epochs
+        self.warm_layout_epochs = warm_layout_epochs
+        self.curve = dict(spread=spread, min_dist=min_dist)
+        self.repulsion_strength = repulsion_strength
+        self.negative_sample_rate = negative_sample_rate
+        self.layout: np.ndarray | None = None  # [N, 2] UMAP layout of the training points
 
     def build(self) -> None:
         """Build the complex on the CPU (idempotent); fills ``knn``, ``edges``, ``n_edges``,
@@ -110,15 +126,17 @@ class DVIDataModule(EdgeDataModule):
             return
         start = time.perf_counter()
         self._reps = self.run.train_representations(self.epoch)
-        self.edges, self.knn = spatial_complex(
+        self.knn = nearest_neighbors(
             self._reps,
             self.n_neighbors,
-            self.s_n_epochs,
             metric=self.metric,
             seed=self.seed,
             exact_below=self.exact_knn_below,
             init=self.prev_knn,  # NN-descent starts from the previous epoch's graph
         )
+        graph, sigmas, rhos = fuzzy_complex(self.knn, 0, seed=self.seed)
+        self.edges = edges_from_graph(prune_graph(graph, self.s_n_epochs), sigmas, rhos)
+        self.layout = self._layout(graph)
         self.n_edges = self.edges.edges_per_epoch(self.s_n_epochs)
         n_boundary_edges = 0
         if self.b_n_epochs > 0:
@@ -144,6 +162,27 @@ class DVIDataModule(EdgeDataModule):
             self.n_edges,
             0 if self.segments is None else len(self.segments),
             time.perf_counter() - start,
+        )
+
+    def _layout(self, graph) -> np.ndarray | None:
+        """UMAP's layout of the training points (:func:`ttvis.layout.umap_layout`): from the
+        previous visualizer's positions in a warm epoch, spectral in the first; None when
+        off (``layout_epochs`` 0, or ``warm_layout_epochs`` 0 in a warm epoch)."""
+        warm = self.prev_positions is not None
+        n_epochs = self.warm_layout_epochs if warm else self.layout_epochs
+        if n_epochs == 0:
+            return None
+        a, b = umap_ab(**self.curve)
+        return umap_layout(
+            self._reps,
+            graph,
+            self.prev_positions if warm else None,
+            n_epochs,
+            a,
+            b,
+            repulsion_strength=self.repulsion_strength,
+            negative_sample_rate=self.negative_sample_rate,
+            seed=self.seed * 1_000_003 + self.epoch,
         )
 
     def _flip_segments(self) -> FlipSegments | None:
@@ -239,8 +278,13 @@ class DVIDataModule(EdgeDataModule):
         temporal anchors (weight ``npr ** anchor_power``; boundary points have none: 0) and,
         with boundary points, ``pred_weight`` (1 for training points, 0 for boundary points)."""
         vertex_data = {}
+        n_extra = 0 if self.boundary is None else self.boundary.shape[0]
+        if self.layout is not None:
+            layout = np.concatenate([self.layout, np.zeros((n_extra, 2), np.float32)])
+            weight = np.r_[np.ones(self.layout.shape[0]), np.zeros(n_extra)]
+            vertex_data["layout"] = torch.as_tensor(layout, dtype=torch.float32)
+            vertex_data["layout_weight"] = torch.as_tensor(weight, dtype=torch.float32)
         if self.prev_positions is not None and self.persistence is not None:
-            n_extra = 0 if self.boundary is None else self.boundary.shape[0]
             anchor = np.concatenate([self.prev_positions, np.zeros((n_extra, 2), np.float32)])
             weight = np.concatenate([self.persistence**self.anchor_power, np.zeros(n_extra)])
             vertex_data["anchor"] = torch.as_tensor(anchor, dtype=torch.float32)

@@ -112,6 +112,8 @@ class VisualizerModule(L.LightningModule):
         mix_fraction: float = 0.0,
         mix_noise: float = 0.0,
         lambda_anchor: float = 0.0,
+        lambda_layout: float = 0.0,
+        lambda_umap: float = 1.0,
         negative_sample_rate: int = 5,
         spread: float = 1.0,
         min_dist: float = 0.1,
@@ -137,6 +139,8 @@ class VisualizerModule(L.LightningModule):
         self.mix_fraction = mix_fraction
         self.mix_noise = mix_noise
         self.lambda_anchor = lambda_anchor
+        self.lambda_layout = lambda_layout
+        self.lambda_umap = lambda_umap
         if subject_head is not None:
             subject_head.requires_grad_(False)
         self.negative_sample_rate = negative_sample_rate
@@ -261,18 +265,27 @@ class VisualizerModule(L.LightningModule):
             counts = torch.cat([counts, counts.new_ones(x_all.shape[0] - x.shape[0])])
         z_all, x_hat = self.autoencoder(x_all)
         z = z_all[: x.shape[0]]
-        loss_umap = umap_loss(
-            z[head_pos],
-            z[tail_pos],
-            self.a,
-            self.b,
-            negative_sample_rate=self.negative_sample_rate,
-            repulsion_strength=self.repulsion_strength,
-            generator=self._generator,
-        )
-        loss_recon = reconstruction_loss(x_all, x_hat, counts)
-        total = loss_umap + self.lambda1 * loss_recon
-        losses = {"umap": loss_umap, "recon": loss_recon}
+        losses = {}
+        if self.lambda_umap > 0:
+            losses["umap"] = umap_loss(
+                z[head_pos],
+                z[tail_pos],
+                self.a,
+                self.b,
+                negative_sample_rate=self.negative_sample_rate,
+                repulsion_strength=self.repulsion_strength,
+                generator=self._generator,
+            )
+        losses["recon"] = reconstruction_loss(x_all, x_hat, counts)
+        total = self.lambda1 * losses["recon"]
+        if "umap" in losses:
+            total = self.lambda_umap * losses["umap"] + total
+        if self.lambda_layout > 0 and "layout" in batch:
+            loss_layout = anchor_loss(
+                z, batch["layout"], batch["layout_weight"], batch.get("counts")
+            )
+            total = total + self.lambda_layout * loss_layout
+            losses["layout"] = loss_layout
         if self.lambda_pred > 0:
             with torch.no_grad():
                 target = self.subject_head(self.denormalise(x_all, rows))
