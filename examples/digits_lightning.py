@@ -13,6 +13,11 @@ own fixed-order pass over the un-augmented train and test sets, in eval mode, af
 1, 2, 4 and 8 (``--record``), and writes the run folder ttvis reads. Then it runs
 ``python train.py content_path=OUT`` with :data:`QUICK_LOOK`, settings for a quick look (DVI's
 fits half as long as the defaults), and prints where the exports are.
+
+Cost on a 2-core CPU, one thread (CPU seconds, docs/results.md): training and recording 23,
+the quick-look fit 55 (the defaults, ``--full``: 96), ``--evaluate`` 5. Quality of the quick
+look (``--evaluate``): of 15 neighbours 6.2 kept at least (defaults: 6.9), test predictions
+preserved 0.958 at least (0.969). On a shared machine set ``OMP_NUM_THREADS`` to the free cores.
 """
 
 from __future__ import annotations

@@ -347,10 +347,12 @@ def load_example():
     return module
 
 
-def run_example(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+def run_example(
+    args: list[str], tmp_path: Path, timeout: float = 300
+) -> subprocess.CompletedProcess:
     proc = subprocess.run(
         [sys.executable, str(EXAMPLE), *args], cwd=REPO_ROOT, env=train_env(tmp_path),
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -386,7 +388,7 @@ def test_example_records_a_run_and_visualizes_it(tmp_path):
     small = [f"{k}={v}" for k, v in SMALL_SETTINGS.items()] + [f"hydra.run.dir={tmp_path}/hydra"]
     start = time.perf_counter()
     args = ["--epochs", "2", "--samples", "300", "--dtype", "float16", *small]
-    proc = run_example([str(out), *args], tmp_path)
+    proc = run_example([str(out), *args], tmp_path, timeout=600)  # training, then train.py
     assert time.perf_counter() - start < 120
     config = json.loads((out / "config.json").read_text())
     assert config["recorder"] == {"features": "embed", "dtype": "float16", "subject_head": "linear"}
