@@ -1,5 +1,5 @@
 """Record a run with the Lightning callback, then visualize it: a small CNN on scikit-learn's
-8x8 digits (no download), end to end in under 2 minutes on a 2-core CPU.
+8x8 digits (no download), end to end in about 85 s of CPU time (one thread, see below).
 
     python examples/digits_lightning.py runs/digits-cnn              # train, record, visualize
     python examples/digits_lightning.py runs/digits-cnn --evaluate   # and measure the quality
