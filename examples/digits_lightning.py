@@ -17,7 +17,8 @@ fits half as long as the defaults), and prints where the exports are.
 Cost on a 2-core CPU, one thread (CPU seconds, docs/results.md): training and recording 23,
 the quick-look fit 55 (the defaults, ``--full``: 96), ``--evaluate`` 5. Quality of the quick
 look (``--evaluate``): of 15 neighbours 6.2 kept at least (defaults: 6.9), test predictions
-preserved 0.958 at least (0.969). On a shared machine set ``OMP_NUM_THREADS`` to the free cores.
+preserved 0.958 at least (0.969). On a shared machine set ``OMP_NUM_THREADS``,
+``MKL_NUM_THREADS`` and ``NUMBA_NUM_THREADS`` to the free cores (the figures above: 1).
 """
 
 from __future__ import annotations
