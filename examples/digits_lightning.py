@@ -1,9 +1,8 @@
 """Record a run with the Lightning callback, then visualize it: a small CNN on scikit-learn's
-8x8 digits (no download), end to end in about 85 s of CPU time (one thread, see below).
+8x8 digits (no download), end to end in under 2 minutes on a 2-core CPU.
 
     python examples/digits_lightning.py runs/digits-cnn              # train, record, visualize
     python examples/digits_lightning.py runs/digits-cnn --evaluate   # and measure the quality
-    python examples/digits_lightning.py runs/digits-cnn --full       # train.py's default fit
     python examples/digits_lightning.py runs/digits-cnn method=timevis  # any train.py override
     python examples/digits_lightning.py runs/digits-cnn --no-visualize  # record only, then:
     python train.py content_path=runs/digits-cnn
@@ -11,14 +10,9 @@
 The training loader shuffles and augments (random one-pixel shifts); the recorder makes its
 own fixed-order pass over the un-augmented train and test sets, in eval mode, after epochs
 1, 2, 4 and 8 (``--record``), and writes the run folder ttvis reads. Then it runs
-``python train.py content_path=OUT`` with :data:`QUICK_LOOK`, settings for a quick look (DVI's
-fits half as long as the defaults), and prints where the exports are.
-
-Cost on a 2-core CPU, one thread (CPU seconds, docs/results.md): training and recording 23,
-the quick-look fit 55 (the defaults, ``--full``: 96), ``--evaluate`` 5. Quality of the quick
-look (``--evaluate``): of 15 neighbours 6.2 kept at least (defaults: 6.9), test predictions
-preserved 0.958 at least (0.969). On a shared machine set ``OMP_NUM_THREADS``,
-``MKL_NUM_THREADS`` and ``NUMBA_NUM_THREADS`` to the free cores (the figures above: 1).
+``python train.py content_path=OUT`` with the defaults (plus any overrides given) and prints
+where the exports are. Cost and quality are measured in docs/results.md. On a shared machine
+set ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS`` and ``NUMBA_NUM_THREADS`` to the free cores.
 """
 
 from __future__ import annotations
@@ -42,12 +36,6 @@ TEST_FRACTION = 0.2
 MAX_SHIFT = 1  # pixels, training augmentation only
 REPO = Path(__file__).resolve().parents[1]  # train.py and evaluate.py
 VIS_NAMES = {"dvi": "DVI", "timevis": "TimeVis"}
-# train.py settings for a quick look (any can be overridden on the command line; --full: none):
-# DVI's first fit 10 visualizer epochs instead of 20 (the rate drops a tenth after 8 instead
-# of 15), each warm fit 4 instead of 8.
-QUICK_LOOK = {
-    "dvi": ["trainer.max_epochs=10", "method.scheduler.step_size=8", "method.warm_max_epochs=4"],
-}
 
 
 class DigitsCNN(L.LightningModule):
@@ -131,17 +119,14 @@ def run_script(script: str, args: list[str]) -> None:
     subprocess.run([sys.executable, str(REPO / script), *args], check=True)
 
 
-def visualize(out_dir: Path, overrides: list[str], full: bool, evaluate: bool) -> Path:
-    """``python train.py content_path=OUT_DIR`` with :data:`QUICK_LOOK` (unless ``full``) and
-    ``overrides``, then optionally ``python evaluate.py``; returns the export folder."""
+def visualize(out_dir: Path, overrides: list[str], evaluate: bool) -> Path:
+    """``python train.py content_path=OUT_DIR`` with ``overrides``, then optionally
+    ``python evaluate.py``; returns the export folder."""
     settings = dict(o.split("=", 1) for o in overrides if "=" in o)
     method = settings.get("method", "dvi")
     vis_name = settings.get("vis_name") or VIS_NAMES[method]
     export = Path(settings.get("output_dir") or out_dir / "visualize" / vis_name)
-    quick = (
-        [] if full else [q for q in QUICK_LOOK.get(method, []) if q[: q.index("=")] not in settings]
-    )
-    run_script("train.py", [f"content_path={out_dir}", *quick, *overrides])
+    run_script("train.py", [f"content_path={out_dir}", *overrides])
     if evaluate:
         where = [f"output_dir={export}"] if "output_dir" in settings else []
         hydra = [o for o in overrides if o.startswith("hydra.")]
@@ -164,7 +149,6 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--devices", type=int, default=1, help="CPU processes")
     parser.add_argument("--strategy", default="auto", help="e.g. ddp_spawn with --devices 2")
     parser.add_argument("--no-visualize", dest="visualize", action="store_false")
-    parser.add_argument("--full", action="store_true", help="train.py's defaults, no QUICK_LOOK")
     parser.add_argument("--evaluate", action="store_true", help="then run evaluate.py")
     args = parser.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -185,7 +169,7 @@ def main(argv: list[str] | None = None) -> Path:
     loader = DataLoader(RandomShift(train_set), batch_size=32, shuffle=True)
     trainer.fit(DigitsCNN(n_classes=len(classes)), loader)
     if args.visualize and trainer.is_global_zero:  # DDP: the other ranks only train
-        export = visualize(out_dir, args.overrides, args.full, args.evaluate)
+        export = visualize(out_dir, args.overrides, args.evaluate)
         print(f"run folder: {out_dir}\nexports: {export}/projection/{{epoch}}.npy (2-D positions), "
               f"bgimg/{{epoch}}.png (decision regions), scale/{{epoch}}.npy (their box), "
               f"plots/run.gif (the animation)")  # fmt: skip
