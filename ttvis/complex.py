@@ -172,8 +172,8 @@ def neighbour_overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return hit.sum(1).astype(np.int64)
 
 
-def neighbour_preserving_rate(prev_knn: np.ndarray, curr_knn: np.ndarray) -> np.ndarray:
-    """Share of each point's k-NN kept from one epoch to the next.
+def kept_share(prev_knn: np.ndarray, curr_knn: np.ndarray) -> np.ndarray:
+    """Share of each point's k-NN kept from one epoch to the next (its kept share).
 
     Args:
         prev_knn: ``[M, k]`` neighbour indices at epoch t-1.

@@ -85,7 +85,7 @@ def warm_fit_epochs(cfg: DictConfig, changed: float) -> int:
 
     Args:
         cfg: the composed config.
-        changed: ``1 - mean_i(npr_i)``, the share of k-NN lost since the previous subject
+        changed: ``1 - mean_i(kept_share_i)``, the share of k-NN lost since the previous subject
             epoch, in 0..1.
     """
     epochs = cfg.trainer.max_epochs
@@ -178,7 +178,7 @@ def fit_dvi(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dict[st
         shift, scale = datamodule.input_normalisation()
         module_overrides, trainer_overrides = ({}, {})
         if prev_state is not None:
-            module_overrides, trainer_overrides = warm_fit(cfg, 1 - datamodule.mean_persistence)
+            module_overrides, trainer_overrides = warm_fit(cfg, 1 - datamodule.mean_kept_share)
         module = instantiate(cfg.method.module)(
             subject_epoch=epoch,
             log_prefix=f"{cfg.vis_name}/epoch_{epoch}",
@@ -188,14 +188,14 @@ def fit_dvi(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dict[st
             **module_overrides,
         )
         if prev_state is not None:
-            weight = cfg.method.lambda2 * datamodule.mean_persistence
+            weight = cfg.method.lambda2 * datamodule.mean_kept_share
             module.warm_start(prev_state, temporal_weight=weight)
             log.info(
                 "epoch %d (%d/%d): warm start, %.1f%% of k-NN kept, temporal weight %.3g",
                 epoch,
                 k,
                 len(run.epochs),
-                100 * datamodule.mean_persistence,
+                100 * datamodule.mean_kept_share,
                 weight,
             )
         trainer = make_trainer(cfg, logger, **trainer_overrides)

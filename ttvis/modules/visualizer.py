@@ -150,7 +150,7 @@ class VisualizerModule(L.LightningModule):
         self.log_prefix = log_prefix
         self.seed = seed
         self.temporal_weight = 0.0
-        self._anchors: list[Tensor] = []
+        self._previous_weights: list[Tensor] = []  # the previous visualizer's parameters
         self._generator: torch.Generator | None = None
         self.edges_seen = 0  # edges trained on by this process, for throughput reports
         self.last_finite_loss: float | None = None  # the last visualizer epoch's mean loss
@@ -214,16 +214,16 @@ class VisualizerModule(L.LightningModule):
 
         Args:
             state_dict: the previous subject epoch's :class:`Autoencoder` state.
-            temporal_weight: ``lambda2 * mean_i(npr_i)``; 0 disables the temporal loss.
+            temporal_weight: ``lambda2 * mean_i(kept_share_i)``; 0 disables the temporal loss.
         """
         self.autoencoder.load_state_dict(state_dict)
         self.temporal_weight = float(temporal_weight)
         names = [name for name, _ in self.autoencoder.named_parameters()]
-        self._anchors = [state_dict[name].detach().clone() for name in names]
+        self._previous_weights = [state_dict[name].detach().clone() for name in names]
 
     # ------------------------------------------------------------------ training
     def on_fit_start(self) -> None:
-        self._anchors = [a.to(self.device) for a in self._anchors]
+        self._previous_weights = [w.to(self.device) for w in self._previous_weights]
         rank = self.trainer.global_rank if self._trainer is not None else 0
         self._generator = torch.Generator(device=self.device)
         self._generator.manual_seed(self.seed * 7919 + self.subject_epoch * 104729 + rank)
@@ -297,8 +297,10 @@ class VisualizerModule(L.LightningModule):
             loss_pred = prediction_loss(target, logits_recon, pred_counts)
             total = total + self.lambda_pred * loss_pred
             losses["pred"] = loss_pred
-        if self.temporal_weight > 0 and self._anchors:
-            loss_temporal = temporal_loss(list(self.autoencoder.parameters()), self._anchors)
+        if self.temporal_weight > 0 and self._previous_weights:
+            loss_temporal = temporal_loss(
+                list(self.autoencoder.parameters()), self._previous_weights
+            )
             total = total + self.temporal_weight * loss_temporal
             losses["temporal"] = loss_temporal
         if self.lambda_anchor > 0 and ("anchor" in batch or "anchor_x" in batch):
