@@ -20,7 +20,7 @@ from ttvis.complex import (
     prune_graph,
 )
 from ttvis.datamodules.edges import EdgeDataModule
-from ttvis.knn import EXACT_BELOW, nearest_neighbors
+from ttvis.knn import EXACT_BELOW, nearest_neighbours
 from ttvis.layout import umap_layout
 from ttvis.modules.losses import umap_ab
 from ttvis.run import TrainingRun
@@ -126,7 +126,7 @@ class DVIDataModule(EdgeDataModule):
             return
         start = time.perf_counter()
         self._reps = self.run.train_representations(self.epoch)
-        self.knn = nearest_neighbors(
+        self.knn = nearest_neighbours(
             self._reps,
             self.n_neighbors,
             metric=self.metric,
