@@ -8,7 +8,6 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
-import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 
 from ttvis.export import (
@@ -20,6 +19,7 @@ from ttvis.export import (
     projection_scale,
     render_background,
 )
+from ttvis.inference import batched
 from ttvis.modules.visualizer import TrainingDiverged
 from ttvis.subject import try_load_subject_head
 
@@ -27,14 +27,11 @@ log = logging.getLogger(__name__)
 
 
 def encode_points(module: L.LightningModule, reps: np.ndarray, batch_size: int) -> np.ndarray:
-    """Encode ``reps [M, D]`` (possibly memory-mapped) in batches -> ``[M, 2]`` float32."""
-    out = np.empty((reps.shape[0], 2), dtype=np.float32)
-    device = module.device
-    with torch.no_grad():
-        for start in range(0, reps.shape[0], batch_size):
-            chunk = torch.from_numpy(np.array(reps[start : start + batch_size], dtype=np.float32))
-            out[start : start + chunk.shape[0]] = module.encode(chunk.to(device)).cpu().numpy()
-    return out
+    """Encode ``reps [M, D]`` (possibly memory-mapped) in batches on the module's device
+    (:func:`ttvis.inference.batched`) -> ``[M, 2]`` float32."""
+    return batched(
+        lambda chunk: module.encode(chunk).cpu(), reps, batch_size, module.device
+    ).numpy()
 
 
 class ExportCallback(L.Callback):
