@@ -129,6 +129,19 @@ def test_progress_bar_dropped_when_trainer_disables_it(demo_run):
     assert not any(isinstance(c, ProgressBar) for c in instantiate_callbacks(off))
 
 
+def test_progress_is_a_bar_on_a_terminal_and_log_lines_elsewhere():
+    import io
+
+    from ttvis.callbacks import EpochLogProgress, SubjectEpochProgressBar, progress_bar
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert isinstance(progress_bar(Terminal()), SubjectEpochProgressBar)
+    assert isinstance(progress_bar(io.StringIO()), EpochLogProgress)
+
+
 def test_warm_fits_use_the_warm_schedule(demo_run):
     from ttvis.training import warm_fit
 
