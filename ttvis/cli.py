@@ -58,8 +58,10 @@ def train_app(cfg: DictConfig) -> float | None:
 
     with exit_on_failure(cfg, _program("train.py")):  # exit 2: bad input or settings, 1: diverged
         run = open_run(cfg)  # before the imports below, which take seconds
+        from ttvis.console import quiet_console
         from ttvis.training import train as fit  # torch, Lightning, numba-compiled UMAP, ...
 
+        quiet_console()
         summary = fit(cfg, run)
     losses = [v for v in summary["epochs"].values() if v is not None]
     return losses[-1] if losses else None
