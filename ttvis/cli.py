@@ -67,6 +67,15 @@ def train_app(cfg: DictConfig) -> float | None:
     return losses[-1] if losses else None
 
 
+def named_folders(cfg: DictConfig) -> list:
+    """The export folders ``cfg.vis`` names (a name, a comma-separated string or a list) in
+    ``cfg.content_path``, or ``cfg.output_dir`` when exports were written elsewhere."""
+    from ttvis.export_folder import ExportFolder
+
+    vis = OmegaConf.to_object(cfg.vis) if OmegaConf.is_list(cfg.vis) else str(cfg.vis)
+    return ExportFolder.named(cfg.content_path, vis, cfg.get("output_dir"))
+
+
 def evaluate_app(cfg: DictConfig) -> None:
     """Check the settings, then evaluate every export folder ``cfg.vis`` names."""
     from ttvis.config_check import EVALUATE_RULES, check_config
@@ -79,12 +88,10 @@ def evaluate_app(cfg: DictConfig) -> None:
 def evaluate_folders(cfg: DictConfig) -> None:
     """Evaluate every export folder ``cfg.vis`` names; print tables, write metrics.json."""
     from ttvis.evaluation import evaluate_visualization
-    from ttvis.export_folder import ExportFolder
     from ttvis.metrics_report import format_comparison, format_table, write_tensorboard_scalars
     from ttvis.run import TrainingRun
 
-    vis = OmegaConf.to_object(cfg.vis) if OmegaConf.is_list(cfg.vis) else str(cfg.vis)
-    folders = ExportFolder.named(cfg.content_path, vis, cfg.get("output_dir"))
+    folders = named_folders(cfg)
     run = TrainingRun(cfg.content_path)
     for folder in folders:  # fail before any work when one of several has no export
         folder.require_epochs(run.epochs)
@@ -116,14 +123,12 @@ def evaluate_folders(cfg: DictConfig) -> None:
 def plot_app(cfg: DictConfig) -> None:
     """Check the settings, then re-draw every named export folder's pictures."""
     from ttvis.config_check import PLOT_COMMAND_RULES, check_config
-    from ttvis.export_folder import ExportFolder
     from ttvis.plot import PlotSettings, draw_run
     from ttvis.run import TrainingRun, selected_epochs
 
     with exit_on_failure(cfg, _program("ttvis.plot")):  # exit 2: bad settings, input, exports
         check_config(cfg, PLOT_COMMAND_RULES)
-        vis = OmegaConf.to_object(cfg.vis) if OmegaConf.is_list(cfg.vis) else str(cfg.vis)
-        folders = ExportFolder.named(cfg.content_path, vis, cfg.get("output_dir"))
+        folders = named_folders(cfg)
         settings = PlotSettings.from_mapping(cfg.plots)
         epochs = selected_epochs(cfg.get("epochs"))
         run = TrainingRun(cfg.content_path, epochs=epochs, check_values=False)
