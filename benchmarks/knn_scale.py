@@ -31,7 +31,7 @@ from synthetic import epoch_features, head_of
 
 from ttvis.boundary import flip_segments
 from ttvis.complex import edges_from_graph, fuzzy_complex, neighbour_overlap
-from ttvis.knn import exact_knn, nearest_neighbors
+from ttvis.knn import exact_knn, nearest_neighbours
 from ttvis.subject import LinearHead
 
 K = 15  # method.n_neighbors
@@ -84,8 +84,8 @@ def last_two(n: int, dim: int, of_epochs: int) -> tuple[np.ndarray, np.ndarray]:
 def warm_up() -> None:
     """Compile (or load from numba's cache) everything the timed calls use."""
     before, after = last_two(2000, 16, 2)
-    prev = nearest_neighbors(before, K, exact_below=0, device="cpu")
-    nearest_neighbors(after, K, exact_below=0, device="cpu", init=prev)
+    prev = nearest_neighbours(before, K, exact_below=0, device="cpu")
+    nearest_neighbours(after, K, exact_below=0, device="cpu", init=prev)
     fuzzy_complex(prev, S_N_EPOCHS)
 
 
@@ -99,9 +99,9 @@ def warm_start(n: int, dim: int, of_epochs: int, device: str) -> None:
         gpu, t_gpu = timed(exact_knn, after, K, device=device)
         agree = recall(gpu.indices, truth.indices)
         print(f"  exact k-NN on {device}: {t_gpu:.2f}s, agreement {agree:.4f}", flush=True)
-    prev, t_prev = timed(nearest_neighbors, before, K, exact_below=0, device="cpu")
-    scratch, t_scratch = timed(nearest_neighbors, after, K, exact_below=0, device="cpu")
-    warm, t_warm = timed(nearest_neighbors, after, K, exact_below=0, device="cpu", init=prev)
+    prev, t_prev = timed(nearest_neighbours, before, K, exact_below=0, device="cpu")
+    scratch, t_scratch = timed(nearest_neighbours, after, K, exact_below=0, device="cpu")
+    warm, t_warm = timed(nearest_neighbours, after, K, exact_below=0, device="cpu", init=prev)
     kept = recall(prev.indices, truth.indices)
     print(
         f"  epoch T-1 NN-descent (scratch): {t_prev:.1f}s; its graph holds {kept:.3f} of "
@@ -124,8 +124,8 @@ def complex_parts(n: int, dim: int, of_epochs: int) -> None:
     before, after = last_two(n, dim, of_epochs)
     _, weight, bias = head_of(dim)
     head = LinearHead(torch.from_numpy(weight), torch.from_numpy(bias), 0.0)
-    prev, t_first = timed(nearest_neighbors, before, K, exact_below=0, device="cpu")
-    knn, t_knn = timed(nearest_neighbors, after, K, exact_below=0, device="cpu", init=prev)
+    prev, t_first = timed(nearest_neighbours, before, K, exact_below=0, device="cpu")
+    knn, t_knn = timed(nearest_neighbours, after, K, exact_below=0, device="cpu", init=prev)
     (graph, sigmas, rhos), t_fuzzy = timed(fuzzy_complex, knn, S_N_EPOCHS)
     edges, t_edges = timed(edges_from_graph, graph, sigmas, rhos)
     segments, t_seg = timed(flip_segments, after, knn, head, STEPS)

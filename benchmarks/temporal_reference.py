@@ -28,8 +28,8 @@ import numpy as np
 from ttvis.export_folder import ExportError, ExportFolder
 from ttvis.metrics import (
     TemporalTracker,
+    kept_share,
     knn_indices,
-    neighbour_preserving_rate,
     temporal_correlations,
 )
 from ttvis.run import RunError, TrainingRun
@@ -53,7 +53,7 @@ def reference_figures(
             raise ExportError(f"{vis}: exports epochs {exported}; expected {run.epochs}")
     displacement, scaled = TemporalTracker(), TemporalTracker()
     trackers = {vis: TemporalTracker() for vis in vis_names}
-    rates, prev_knn = [], None
+    kept_shares, prev_knn = [], None
     for epoch in run.epochs:  # one epoch's representations in memory at a time
         x = run.train_representations(epoch)
         knn = knn_indices(x, k)
@@ -63,17 +63,17 @@ def reference_figures(
             projection = folders[vis].projection(epoch, run.shape.n_points)
             tracker.add(knn, projection[run.train_points])
         if prev_knn is not None:
-            rates.append(neighbour_preserving_rate(prev_knn, knn))
+            kept_shares.append(kept_share(prev_knn, knn))
         prev_knn = knn
-    rates = np.stack(rates)
-    pace = np.broadcast_to(1.0 - rates.mean(1, keepdims=True), rates.shape)
+    kept_shares = np.stack(kept_shares)
+    pace = np.broadcast_to(1.0 - kept_shares.mean(1, keepdims=True), kept_shares.shape)
     figures = {
         "displacement": displacement.value(),
         "displacement, centred and scaled": scaled.value(),
-        "run's pace": float(np.nanmean(temporal_correlations(rates, np.array(pace)))),
+        "run's pace": float(np.nanmean(temporal_correlations(kept_shares, np.array(pace)))),
     }
     figures.update({vis: tracker.value() for vis, tracker in trackers.items()})
-    return rates.mean(1), figures
+    return kept_shares.mean(1), figures
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ttvis.complex import fuzzy_complex, neighbour_overlap, spatial_complex
-from ttvis.knn import exact_knn, nearest_neighbors
+from ttvis.knn import exact_knn, nearest_neighbours
 
 K = 10
 
@@ -46,22 +46,22 @@ def test_exact_knn_puts_self_first_with_duplicates():
     assert (knn.dists == 0).all()
 
 
-def test_nearest_neighbors_small_n_is_exact(points, brute_knn):
-    knn = nearest_neighbors(points, K)  # below exact_below: brute force
+def test_nearest_neighbours_small_n_is_exact(points, brute_knn):
+    knn = nearest_neighbours(points, K)  # below exact_below: brute force
     np.testing.assert_array_equal(knn.indices, brute_knn[0])
 
 
-def test_nearest_neighbors_pynndescent_agrees(points, brute_knn):
-    knn = nearest_neighbors(points, K, exact_below=0, device="cpu")  # force pynndescent
+def test_nearest_neighbours_pynndescent_agrees(points, brute_knn):
+    knn = nearest_neighbours(points, K, exact_below=0, device="cpu")  # force pynndescent
     assert knn.indices.shape == (200, K)
     agree = neighbour_overlap(knn.indices, brute_knn[0]).sum() / brute_knn[0].size
     assert agree >= 0.99, f"pynndescent found only {agree:.3f} of the exact neighbours"
     np.testing.assert_array_equal(knn.indices[:, 0], np.arange(200))
 
 
-def test_nearest_neighbors_needs_more_points_than_k(points):
+def test_nearest_neighbours_needs_more_points_than_k(points):
     with pytest.raises(ValueError, match="at least 11 points"):
-        nearest_neighbors(points[:10], 10)
+        nearest_neighbours(points[:10], 10)
 
 
 def test_neighbour_overlap_matches_set_intersections():

@@ -20,9 +20,13 @@ METHODS = sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml"))
 MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
 
 
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+
+
 def test_configs_are_discovered():
     assert "dvi" in METHODS
     assert "default" in MODELS
+    assert "dvi_warm_by_need" in EXPERIMENTS
 
 
 def _compose(method: str, model: str, content_path: Path, extra: list[str] | None = None):
@@ -33,6 +37,30 @@ def _compose(method: str, model: str, content_path: Path, extra: list[str] | Non
             + list(extra or []),
             return_hydra_config=True,
         )
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_checks(experiment, demo_run):
+    """``python train.py +experiment=NAME`` composes, passes the settings check and builds."""
+    from ttvis.config_check import check_config
+    from ttvis.training import instantiate_callbacks
+
+    text = (CONF_DIR / "experiment" / f"{experiment}.yaml").read_text()
+    assert text.startswith("# @package _global_\n"), "experiments set keys of the whole config"
+    assert f"+experiment={experiment}" in text, "say how to run it"
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=[f"+experiment={experiment}", f"content_path={demo_run}"],
+            return_hydra_config=True,
+        )
+        default = compose("config", overrides=[f"content_path={demo_run}"])
+    check_config(cfg)
+    instantiate(cfg.method.datamodule)
+    instantiate(cfg.method.module)
+    instantiate_callbacks(cfg)
+    changed = OmegaConf.to_container(cfg.method) != OmegaConf.to_container(default.method)
+    assert changed or cfg.callbacks != default.callbacks, "the experiment changes nothing"
 
 
 def _expected_dims(cfg, dim: int) -> tuple[list[int], list[int]]:
@@ -127,6 +155,19 @@ def test_progress_bar_dropped_when_trainer_disables_it(demo_run):
     off = _compose("dvi", "default", demo_run, ["trainer.enable_progress_bar=false"])
     assert any(isinstance(c, ProgressBar) for c in instantiate_callbacks(on))
     assert not any(isinstance(c, ProgressBar) for c in instantiate_callbacks(off))
+
+
+def test_progress_is_a_bar_on_a_terminal_and_log_lines_elsewhere():
+    import io
+
+    from ttvis.callbacks import EpochLogProgress, SubjectEpochProgressBar, progress_bar
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert isinstance(progress_bar(Terminal()), SubjectEpochProgressBar)
+    assert isinstance(progress_bar(io.StringIO()), EpochLogProgress)
 
 
 def test_warm_fits_use_the_warm_schedule(demo_run):

@@ -136,6 +136,40 @@ def test_evaluate_and_plot_share_the_failure_path(argv, line, run_copy, tmp_path
     assert len(lines) == 1 and lines[0].startswith(line), lines
 
 
+def _console_script(name: str, function: str) -> list[str]:
+    """argv running ``ttvis.cli.{function}`` the way the console script ``name`` does."""
+    code = f"import sys; sys.argv[0] = {name!r}; from ttvis.cli import {function}; {function}()"
+    return ["-c", code]
+
+
+def test_console_scripts_are_the_commands():
+    import importlib
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert set(scripts) == {"ttvis-train", "ttvis-evaluate", "ttvis-plot"}
+    for target in scripts.values():
+        module, function = target.split(":")
+        assert callable(getattr(importlib.import_module(module), function)), target
+
+
+@pytest.mark.parametrize(
+    ("name", "function", "setting"),
+    [
+        ("ttvis-train", "train", "method.n_neighbors=1"),
+        ("ttvis-evaluate", "evaluate", "k=0"),
+        ("ttvis-plot", "plot", "plots.frame_ms=0"),
+    ],
+)
+def test_console_scripts_share_the_failure_path(name, function, setting, run_copy, tmp_path):
+    proc = _command(
+        [*_console_script(name, function), setting, f"content_path={run_copy}"], tmp_path
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{name}: {setting}: expected"), lines
+
+
 def test_debug_shows_the_traceback(run_copy, tmp_path):
     proc = _command(["evaluate.py", "k=0", "debug=true", f"content_path={run_copy}"], tmp_path)
     assert proc.returncode != 0 and "ConfigError" in proc.stderr and "Traceback" in proc.stderr

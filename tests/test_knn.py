@@ -24,7 +24,7 @@ from ttvis.knn import (
     brute_force_knn,
     exact_knn,
     knn_backend,
-    nearest_neighbors,
+    nearest_neighbours,
     torch_knn,
 )
 from ttvis.numba_cache import numba_cache_dir
@@ -86,7 +86,7 @@ def test_nndescent_from_the_previous_graph_finds_the_exact_neighbours():
     prev = exact_knn(before, K, device="cpu")
     truth = exact_knn(after, K, device="cpu").indices
     stale = neighbour_overlap(prev.indices, truth).mean() / K
-    got = nearest_neighbors(after, K, exact_below=0, device="cpu", init=prev)
+    got = nearest_neighbours(after, K, exact_below=0, device="cpu", init=prev)
     recall = neighbour_overlap(got.indices, truth).mean() / K
     assert stale < 0.9, f"the drift must change the neighbours (kept {stale:.3f})"
     assert recall >= 0.95, f"recall {recall:.3f} from the previous graph"

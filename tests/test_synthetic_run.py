@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ttvis.complex import neighbour_preserving_rate
+from ttvis.complex import kept_share
 from ttvis.knn import exact_knn
 from ttvis.run import TrainingRun
 from ttvis.subject import LinearHead, load_subject_head
@@ -27,7 +27,7 @@ def test_synthetic_run_is_a_valid_classification_run(tmp_path):
     reps = [run.train_representations(e) for e in run.epochs]
     knn = [exact_knn(x, 10, device="cpu").indices for x in reps]
     for before, after in zip(knn, knn[1:], strict=False):
-        kept = neighbour_preserving_rate(before, after).mean()
+        kept = kept_share(before, after).mean()
         assert 0.2 < kept < 0.95, f"share of k-NN kept {kept:.2f}: no drift or no persistence"
     labels = run.labels[run.train_index]
     logits = np.asarray(run.predictions(3))[run.train_index]

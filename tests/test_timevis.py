@@ -174,14 +174,16 @@ def test_successor_anchors_match_brute_force(power):
 
 
 def test_timevis_anchors_join_each_sample_to_its_next_epoch(tiny_run):
-    from ttvis.knn import nearest_neighbors
+    from ttvis.knn import nearest_neighbours
 
     dm = TimeVisDataModule(tiny_run, n_neighbors=5, anchors=True, anchor_power=2.0)
     dm.build()
     n = tiny_run.train_points.size
     expected_anchor = np.r_[np.arange(n, 3 * n), np.full(n, -1)]
     np.testing.assert_array_equal(dm.anchor_vertices(), expected_anchor)
-    knn = [nearest_neighbors(tiny_run.train_representations(e), 5).indices for e in tiny_run.epochs]
+    knn = [
+        nearest_neighbours(tiny_run.train_representations(e), 5).indices for e in tiny_run.epochs
+    ]
     kept = [
         np.array([len(set(a) & set(b)) / 5 for a, b in zip(knn[t], knn[t + 1], strict=True)])
         for t in range(2)

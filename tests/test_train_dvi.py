@@ -123,6 +123,22 @@ def _mean_neighbour_preserving(content: Path, epochs: list[int], k: int = 10) ->
     return float(np.mean(values))
 
 
+def test_log_file_gets_one_line_per_visualizer_epoch(demo_run, tmp_path):
+    """Output to a file or pipe (here: captured) gets no bar redraws, one line per epoch, and
+    none of Lightning's tips, repeated device banners or warnings about its internals."""
+    run = copy_run(demo_run, tmp_path / "run")
+    progress = "callbacks.progress_bar={_target_:ttvis.callbacks.progress_bar}"
+    proc = run_train([f"content_path={run}", "epochs=[2,3]", progress], tmp_path)
+    output = proc.stdout + proc.stderr
+    assert "\r" not in output
+    for line in ("DVI epoch 2 (1/2) · vis epoch 1/2", "DVI epoch 2 (1/2) · vis epoch 2/2"):
+        assert re.search(rf"{re.escape(line)}: loss \d", output), output[-3000:]
+    assert re.search(r"DVI epoch 3 \(2/2\) · vis epoch 1/\d: loss \d", output), output[-3000:]
+    assert output.count("GPU available") == 1, output[-3000:]  # two fits, one banner, once
+    for noise in ("Tip:", "`Trainer.fit` stopped", "LeafSpec", "in eval mode"):
+        assert noise not in output, noise
+
+
 def test_ddp_two_processes(demo_run, tmp_path):
     """Two processes do the optimisation one does (each draws half of every step's edges),
     so the maps keep as many neighbours; with half the steps they kept fewer."""

@@ -1,15 +1,16 @@
-"""Lightning callbacks: per-subject-epoch exports and a progress bar that names the epoch."""
+"""Lightning callbacks: per-subject-epoch exports, and progress that names the subject epoch: a
+bar on a terminal, one log line per visualizer epoch in a log file."""
 
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 
 import lightning as L
 import numpy as np
-import torch
-from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 
 from ttvis.export import (
     atomic_save_npy,
@@ -20,6 +21,7 @@ from ttvis.export import (
     projection_scale,
     render_background,
 )
+from ttvis.inference import batched
 from ttvis.modules.visualizer import TrainingDiverged
 from ttvis.subject import try_load_subject_head
 
@@ -27,14 +29,11 @@ log = logging.getLogger(__name__)
 
 
 def encode_points(module: L.LightningModule, reps: np.ndarray, batch_size: int) -> np.ndarray:
-    """Encode ``reps [M, D]`` (possibly memory-mapped) in batches -> ``[M, 2]`` float32."""
-    out = np.empty((reps.shape[0], 2), dtype=np.float32)
-    device = module.device
-    with torch.no_grad():
-        for start in range(0, reps.shape[0], batch_size):
-            chunk = torch.from_numpy(np.array(reps[start : start + batch_size], dtype=np.float32))
-            out[start : start + chunk.shape[0]] = module.encode(chunk.to(device)).cpu().numpy()
-    return out
+    """Encode ``reps [M, D]`` (possibly memory-mapped) in batches on the module's device
+    (:func:`ttvis.inference.batched`) -> ``[M, 2]`` float32."""
+    return batched(
+        lambda chunk: module.encode(chunk).cpu(), reps, batch_size, module.device
+    ).numpy()
 
 
 class ExportCallback(L.Callback):
@@ -151,3 +150,70 @@ class SubjectEpochProgressBar(TQDMProgressBar):
         dm = trainer.datamodule
         label = getattr(dm, "progress_label", "visualizer")
         self.train_progress_bar.set_description(f"{label} · vis epoch {trainer.current_epoch + 1}")
+
+
+class EpochLogProgress(ProgressBar):
+    """Progress for output that is not a terminal (a log file, CI, ``nohup``, a cluster job):
+    one line per visualizer epoch, ``DVI epoch 5 (3/10) · vis epoch 2/20: loss 1.2345 (3.1s)``,
+    instead of a bar redrawn at every step.
+
+    A visualizer epoch's loss is logged by the module after the callbacks' end-of-epoch hooks,
+    so each line is written when the next epoch starts, or when training ends.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._enabled = True
+        self._pending: tuple[int, float] | None = None  # (finished epoch, its seconds)
+        self._epoch_start = 0.0
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._pending = None
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer)
+        self._epoch_start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._pending = (trainer.current_epoch + 1, time.perf_counter() - self._epoch_start)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer)
+
+    def _write(self, trainer: L.Trainer) -> None:
+        """Log the finished visualizer epoch's line, if one is waiting."""
+        if self._pending is None:
+            return
+        epoch, seconds = self._pending
+        self._pending = None
+        if not self._enabled:
+            return
+        label = getattr(trainer.datamodule, "progress_label", "visualizer")
+        total = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
+        loss = trainer.progress_bar_metrics.get("loss")
+        log.info(
+            "%s · vis epoch %s: loss %s (%.1fs)",
+            label,
+            f"{epoch}/{total}" if total else epoch,
+            "n/a" if loss is None else f"{float(loss):.4f}",
+            seconds,
+        )
+
+
+def progress_bar(stream=None) -> ProgressBar:
+    """The progress display (``callbacks.progress_bar``): :class:`SubjectEpochProgressBar` when
+    ``stream`` (default: stderr, where the bar draws) is a terminal, else
+    :class:`EpochLogProgress`, one log line per visualizer epoch."""
+    stream = sys.stderr if stream is None else stream
+    is_terminal = getattr(stream, "isatty", None)
+    return (
+        SubjectEpochProgressBar()
+        if is_terminal is not None and is_terminal()
+        else EpochLogProgress()
+    )

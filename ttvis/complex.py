@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse
 
-from ttvis.knn import EXACT_BELOW, KNNGraph, nearest_neighbors
+from ttvis.knn import EXACT_BELOW, KNNGraph, nearest_neighbours
 from ttvis.numba_cache import cache_compiled_functions
 
 log = logging.getLogger(__name__)
@@ -135,12 +135,12 @@ def spatial_complex(
         seed: random state.
         exact_below: see :func:`ttvis.knn.knn_backend`.
         init: a k-NN graph of the same points to start NN-descent from (the previous epoch's);
-            see :func:`ttvis.knn.nearest_neighbors`.
+            see :func:`ttvis.knn.nearest_neighbours`.
 
     Returns:
         ``(edges, knn)``.
     """
-    knn = nearest_neighbors(
+    knn = nearest_neighbours(
         x, n_neighbors, metric=metric, seed=seed, exact_below=exact_below, init=init
     )
     graph, sigmas, rhos = fuzzy_complex(knn, n_epochs_per_sample, seed=seed)
@@ -172,8 +172,8 @@ def neighbour_overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return hit.sum(1).astype(np.int64)
 
 
-def neighbour_preserving_rate(prev_knn: np.ndarray, curr_knn: np.ndarray) -> np.ndarray:
-    """Share of each point's k-NN kept from one epoch to the next.
+def kept_share(prev_knn: np.ndarray, curr_knn: np.ndarray) -> np.ndarray:
+    """Share of each point's k-NN kept from one epoch to the next (its kept share).
 
     Args:
         prev_knn: ``[M, k]`` neighbour indices at epoch t-1.

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ttvis.inference import batched
+
 # ------------------------------------------------------------------ atomic writes
 
 
@@ -233,11 +235,10 @@ def render_background(
     """
     if head is None or palette is None:
         return np.full((resolution, resolution, 3), 255, dtype=np.uint8)
-    grid = torch.from_numpy(grid_points(scale, resolution))
-    colours = []
-    with torch.no_grad():
-        for start in range(0, grid.shape[0], batch_size):
-            reps = decode(grid[start : start + batch_size].to(device))
-            colours.append(decision_colours(head(reps), palette, **colour_kwargs))
-    rgb = np.concatenate(colours).reshape(resolution, resolution, 3)
+
+    def colours(points: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(decision_colours(head(decode(points)), palette, **colour_kwargs))
+
+    grid = grid_points(scale, resolution)
+    rgb = batched(colours, grid, batch_size, device).numpy().reshape(resolution, resolution, 3)
     return np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8)

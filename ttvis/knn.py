@@ -220,7 +220,7 @@ def _nndescent(data: np.ndarray, n_neighbors: int, metric: str, seed: int, **kwa
     )
 
 
-def nearest_neighbors(
+def nearest_neighbours(
     x: np.ndarray,
     n_neighbors: int,
     metric: str = "euclidean",

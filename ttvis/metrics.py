@@ -14,8 +14,8 @@ prediction preserving      share of samples with ``argmax h(g(f(x))) ==         
 inverse confidence drop    mean ``|softmax(h(x))[c] - softmax(h(g(f(x))))[c]|``  0
                            with ``c = argmax h(x)``
 temporal preserving        per sample, Pearson correlation over consecutive     -1
-                           epoch pairs between the high-dimensional
-                           neighbour-preserving rate and the 2-D movement
+                           epoch pairs between the high-dimensional kept
+                           share of k-NN and the 2-D movement
 =========================  ==================================================  =====
 
 k-NN lists never contain the point itself and are exact (:func:`ttvis.knn.knn_backend` with no
@@ -34,7 +34,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ttvis.complex import neighbour_overlap, neighbour_preserving_rate
+from ttvis.complex import kept_share, neighbour_overlap
 from ttvis.knn import EXACT_BELOW, SKLEARN, exact_knn, knn_backend, query_knn
 
 log = logging.getLogger(__name__)
@@ -277,29 +277,29 @@ def movement(prev_low: np.ndarray, curr_low: np.ndarray) -> np.ndarray:
     return np.linalg.norm(diff, axis=1)
 
 
-def temporal_correlations(rates: np.ndarray, moves: np.ndarray) -> np.ndarray:
-    """Per point, Pearson correlation between its neighbour-preserving rates and movements.
+def temporal_correlations(kept_shares: np.ndarray, moves: np.ndarray) -> np.ndarray:
+    """Per point, Pearson correlation between its kept shares of k-NN and its movements.
 
     Args:
-        rates: ``[P, M]`` high-dimensional neighbour-preserving rate of each of M points over
-            P consecutive epoch pairs.
+        kept_shares: ``[P, M]`` high-dimensional share of k-NN kept (:func:`kept_share`) by
+            each of M points over P consecutive epoch pairs.
         moves: ``[P, M]`` 2-D movement over the same pairs.
 
     Returns:
         ``[M]`` float64 correlations in -1..1; NaN where either series is constant or P < 2.
     """
-    rates = np.asarray(rates, dtype=np.float64)
+    kept_shares = np.asarray(kept_shares, dtype=np.float64)
     moves = np.asarray(moves, dtype=np.float64)
-    if rates.shape != moves.shape or rates.ndim != 2:
+    if kept_shares.shape != moves.shape or kept_shares.ndim != 2:
         raise ValueError(
-            f"expected two [P, M] arrays of one shape, got {rates.shape}, {moves.shape}"
+            f"expected two [P, M] arrays of one shape, got {kept_shares.shape}, {moves.shape}"
         )
-    out = np.full(rates.shape[1], np.nan)
-    if rates.shape[0] < 2:
+    out = np.full(kept_shares.shape[1], np.nan)
+    if kept_shares.shape[0] < 2:
         return out
     # Constant series (exactly, not up to rounding of their mean) have no correlation.
-    ok = (np.ptp(rates, axis=0) > 0) & (np.ptp(moves, axis=0) > 0)
-    a = rates[:, ok] - rates[:, ok].mean(0)
+    ok = (np.ptp(kept_shares, axis=0) > 0) & (np.ptp(moves, axis=0) > 0)
+    a = kept_shares[:, ok] - kept_shares[:, ok].mean(0)
     b = moves[:, ok] - moves[:, ok].mean(0)
     denom = np.sqrt((a * a).sum(0) * (b * b).sum(0))
     out[ok] = np.clip((a * b).sum(0) / denom, -1.0, 1.0)
@@ -346,14 +346,14 @@ def temporal_preserving(
 class TemporalTracker:
     """Accumulates temporal preserving epoch by epoch, keeping only ``O(T * M)`` floats.
 
-    Holds the previous epoch's k-NN lists and positions, and per epoch pair the ``[M]`` rate
+    Holds the previous epoch's k-NN lists and positions, and per epoch pair the ``[M]`` kept share
     and movement as float32 (8 bytes per point and pair), so a long run never keeps more than
     one epoch's k-NN.
     """
 
     def __init__(self) -> None:
         self._prev: tuple[np.ndarray, np.ndarray] | None = None
-        self._rates: list[np.ndarray] = []
+        self._kept_shares: list[np.ndarray] = []
         self._moves: list[np.ndarray] = []
 
     def add(self, knn: np.ndarray, low: np.ndarray) -> None:
@@ -363,14 +363,14 @@ class TemporalTracker:
             raise ValueError(f"{knn.shape[0]} k-NN rows but {low.shape[0]} positions")
         if self._prev is not None:
             prev_knn, prev_low = self._prev
-            self._rates.append(neighbour_preserving_rate(prev_knn, knn).astype(np.float32))
+            self._kept_shares.append(kept_share(prev_knn, knn).astype(np.float32))
             self._moves.append(movement(prev_low, low).astype(np.float32))
         self._prev = (knn, low)
 
     def value(self) -> float:
         """Mean per-point correlation (NaN below 3 epochs or when none is defined)."""
-        if len(self._rates) < 2:
+        if len(self._kept_shares) < 2:
             return math.nan
-        corr = temporal_correlations(np.stack(self._rates), np.stack(self._moves))
+        corr = temporal_correlations(np.stack(self._kept_shares), np.stack(self._moves))
         defined = corr[np.isfinite(corr)]
         return float(defined.mean()) if defined.size else math.nan

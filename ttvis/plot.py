@@ -563,36 +563,13 @@ def draw_run(
 
 # ------------------------------------------------------------------ command line
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-
 
 def main() -> None:
     """``python -m ttvis.plot content_path=... vis=DVI [output_dir=...]``: re-draw pictures
-    from exports."""
-    import hydra
+    from exports (:func:`ttvis.cli.plot`, also the ``ttvis-plot`` console script)."""
+    from ttvis.cli import plot
 
-    hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="plot")(_plot_app)()
-
-
-def _plot_app(cfg) -> None:
-    from omegaconf import OmegaConf
-
-    from ttvis.config_check import PLOT_COMMAND_RULES, check_config
-    from ttvis.failure import exit_on_failure
-    from ttvis.run import selected_epochs
-
-    with exit_on_failure(cfg, "ttvis.plot"):  # exit 2: bad settings, input or exports
-        check_config(cfg, PLOT_COMMAND_RULES)
-        vis = OmegaConf.to_object(cfg.vis) if OmegaConf.is_list(cfg.vis) else str(cfg.vis)
-        folders = ExportFolder.named(cfg.content_path, vis, cfg.get("output_dir"))
-        settings = PlotSettings.from_mapping(cfg.plots)
-        epochs = selected_epochs(cfg.get("epochs"))
-        run = TrainingRun(cfg.content_path, epochs=epochs, check_values=False)
-        for folder in folders:  # fail before drawing when one has no export
-            folder.require_epochs(run.epochs)
-        for folder in folders:
-            drawn, animation = draw_run(run, folder.path, settings, folder.name)
-            print(f"wrote {len(drawn)} plots to {folder.plots_dir} and {animation}", flush=True)
+    plot()
 
 
 if __name__ == "__main__":

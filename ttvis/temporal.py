@@ -30,7 +30,7 @@ import numpy as np
 import scipy.sparse
 import torch
 
-from ttvis.complex import neighbour_preserving_rate
+from ttvis.complex import kept_share
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ def successor_anchors(
     have = np.flatnonzero(anchor >= 0)
     if have.size:
         knn_points = np.asarray(knn_points)
-        kept = neighbour_preserving_rate(knn_points[have], knn_points[anchor[have]])
+        kept = kept_share(knn_points[have], knn_points[anchor[have]])
         weight[have] = kept ** float(power)
     return anchor, weight
 

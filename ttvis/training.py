@@ -85,7 +85,7 @@ def warm_fit_epochs(cfg: DictConfig, changed: float) -> int:
 
     Args:
         cfg: the composed config.
-        changed: ``1 - mean_i(npr_i)``, the share of k-NN lost since the previous subject
+        changed: ``1 - mean_i(kept_share_i)``, the share of k-NN lost since the previous subject
             epoch, in 0..1.
     """
     epochs = cfg.trainer.max_epochs
@@ -137,10 +137,10 @@ def fit_dvi(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dict[st
         ``{"epochs": {e: final mean loss}, "draws_per_point": {e: edges drawn per training
         point}, "edges": edges trained on by this process,
         "seconds": {"complex": .., "train": .., "export": ..}, "per_epoch": {e: {"complex",
-        "train", "callbacks" (:func:`callback_seconds`), "edges", "draws_per_epoch"}}}``
-        (seconds; ``draws_per_epoch``: edge draws per visualizer epoch over all processes).
+        "train", "callbacks" (:func:`callback_seconds`), "edges", "draws_per_epoch"}},
+        "resumed": epochs not retrained}`` (seconds; ``draws_per_epoch``: edge draws per
+        visualizer epoch over all processes).
     """
-    prev_state, prev_knn, prev_positions = None, None, None
     summary: dict[str, Any] = {
         "epochs": {},
         "draws_per_point": {},
@@ -149,94 +149,146 @@ def fit_dvi(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dict[st
         "per_epoch": {},
     }
     store = ResumeStore(cfg.output_dir, run, settings_fingerprint(cfg))
-    done: list[int] = []
-    if cfg.get("resume", True):
-        done, last = store.completed()
-        if last is not None:
-            prev_state, prev_knn, prev_positions = last.state, last.knn, last.positions
-            log.info(
-                "Resuming: epochs %s are already exported in %s with these settings; "
-                "not retraining them (resume=false retrains everything)",
-                done,
-                cfg.output_dir,
-            )
+    done, previous = resume_point(cfg, store)
     summary["resumed"] = done
     for k, epoch in enumerate(run.epochs, start=1):
         if epoch in done:
             continue
-        t0 = time.perf_counter()
-        head = training_head(cfg, run, epoch)
-        datamodule = instantiate(cfg.method.datamodule)(
-            run=run,
-            epoch=epoch,
-            prev_knn=prev_knn,
-            prev_positions=prev_positions,
-            subject_head=head,
-        )
-        datamodule.build()
-        t1 = time.perf_counter()
-        shift, scale = datamodule.input_normalisation()
-        module_overrides, trainer_overrides = ({}, {})
-        if prev_state is not None:
-            module_overrides, trainer_overrides = warm_fit(cfg, 1 - datamodule.mean_persistence)
-        module = instantiate(cfg.method.module)(
-            subject_epoch=epoch,
-            log_prefix=f"{cfg.vis_name}/epoch_{epoch}",
-            input_shift=shift,
-            input_scale=scale,
-            subject_head=head,
-            **module_overrides,
-        )
-        if prev_state is not None:
-            weight = cfg.method.lambda2 * datamodule.mean_persistence
-            module.warm_start(prev_state, temporal_weight=weight)
-            log.info(
-                "epoch %d (%d/%d): warm start, %.1f%% of k-NN kept, temporal weight %.3g",
-                epoch,
-                k,
-                len(run.epochs),
-                100 * datamodule.mean_persistence,
-                weight,
-            )
-        trainer = make_trainer(cfg, logger, **trainer_overrides)
-        trainer.fit(module, datamodule=datamodule)
-        t2 = time.perf_counter()
-        loss = trainer.callback_metrics.get("loss")
-        summary["epochs"][epoch] = float(loss) if loss is not None else None
-        draws = module.edges_seen * trainer.world_size / datamodule.train_reps.shape[0]
-        summary["draws_per_point"][epoch] = draws
-        log.info(
-            "epoch %d (%d/%d): %d visualizer epochs, %.0f edge draws per training point, final "
-            "loss %.4f, %.1fs",
-            epoch,
-            k,
-            len(run.epochs),
-            trainer.current_epoch,
-            draws,
-            summary["epochs"][epoch] or float("nan"),
-            t2 - t1,
-        )
-        callbacks = callback_seconds(trainer)
-        export_seconds = sum(callbacks.values())
-        summary["seconds"]["complex"] += t1 - t0
-        summary["seconds"]["train"] += t2 - t1 - export_seconds
-        summary["seconds"]["export"] += export_seconds
-        summary["edges"] += module.edges_seen
-        summary["per_epoch"][epoch] = {
-            "complex": t1 - t0,
-            "train": t2 - t1 - export_seconds,
-            "callbacks": callbacks,
-            "edges": module.edges_seen,
-            "draws_per_epoch": datamodule.n_edges,
-        }
-        prev_state = {n: p.detach().clone() for n, p in module.autoencoder.state_dict().items()}
-        prev_knn = datamodule.knn
-        prev_positions = encode_points(module, datamodule.train_reps, cfg.export.batch_size)
-        if trainer.is_global_zero:  # after the exports: a checkpoint means the epoch is done
-            store.save(epoch, EpochCheckpoint(prev_state, prev_knn, prev_positions))
-        del trainer, module, datamodule
+        progress = f"{k}/{len(run.epochs)}"
+        previous = fit_dvi_epoch(cfg, run, logger, epoch, progress, previous, store, summary)
         release_memory()
     return summary
+
+
+def resume_point(cfg: DictConfig, store: ResumeStore) -> tuple[list[int], EpochCheckpoint | None]:
+    """The leading epochs already exported with these settings (none with ``resume=false``)
+    and the last one's checkpoint, which the next fit starts from (None: a cold start)."""
+    if not cfg.get("resume", True):
+        return [], None
+    done, last = store.completed()
+    if last is not None:
+        log.info(
+            "Resuming: epochs %s are already exported in %s with these settings; "
+            "not retraining them (resume=false retrains everything)",
+            done,
+            cfg.output_dir,
+        )
+    return done, last
+
+
+def fit_dvi_epoch(
+    cfg: DictConfig,
+    run: TrainingRun,
+    logger: Logger | bool,
+    epoch: int,
+    progress: str,
+    previous: EpochCheckpoint | None,
+    store: ResumeStore,
+    summary: dict[str, Any],
+) -> EpochCheckpoint:
+    """Build subject epoch ``epoch``'s complex, fit and export its visualizer (warm-started
+    from ``previous`` when there is one), add its figures to ``summary`` and return what the
+    next epoch starts from, also saved in ``store`` (by global rank zero, after the exports:
+    a checkpoint means the epoch is done). ``progress``: ``k/E`` in the log lines."""
+    t0 = time.perf_counter()
+    head = training_head(cfg, run, epoch)
+    datamodule = instantiate(cfg.method.datamodule)(
+        run=run,
+        epoch=epoch,
+        prev_knn=previous.knn if previous is not None else None,
+        prev_positions=previous.positions if previous is not None else None,
+        subject_head=head,
+    )
+    datamodule.build()
+    t1 = time.perf_counter()
+    module, trainer_overrides = dvi_module(cfg, datamodule, epoch, head, previous, progress)
+    trainer = make_trainer(cfg, logger, **trainer_overrides)
+    trainer.fit(module, datamodule=datamodule)
+    t2 = time.perf_counter()
+    record_dvi_fit(summary, epoch, progress, trainer, module, datamodule, (t0, t1, t2))
+    state = {n: p.detach().clone() for n, p in module.autoencoder.state_dict().items()}
+    positions = encode_points(module, datamodule.train_reps, cfg.export.batch_size)
+    checkpoint = EpochCheckpoint(state, datamodule.knn, positions)
+    if trainer.is_global_zero:
+        store.save(epoch, checkpoint)
+    return checkpoint
+
+
+def dvi_module(
+    cfg: DictConfig,
+    datamodule: L.LightningDataModule,
+    epoch: int,
+    head,
+    previous: EpochCheckpoint | None,
+    progress: str,
+) -> tuple[L.LightningModule, dict[str, Any]]:
+    """Subject epoch ``epoch``'s visualizer module, warm-started from ``previous`` (when there
+    is one, with the temporal weight ``lambda2`` times the share of k-NN kept), and the
+    Trainer overrides of its fit (:func:`warm_fit`)."""
+    shift, scale = datamodule.input_normalisation()
+    module_overrides, trainer_overrides = ({}, {})
+    if previous is not None:
+        module_overrides, trainer_overrides = warm_fit(cfg, 1 - datamodule.mean_kept_share)
+    module = instantiate(cfg.method.module)(
+        subject_epoch=epoch,
+        log_prefix=f"{cfg.vis_name}/epoch_{epoch}",
+        input_shift=shift,
+        input_scale=scale,
+        subject_head=head,
+        **module_overrides,
+    )
+    if previous is not None:
+        weight = cfg.method.lambda2 * datamodule.mean_kept_share
+        module.warm_start(previous.state, temporal_weight=weight)
+        log.info(
+            "epoch %d (%s): warm start, %.1f%% of k-NN kept, temporal weight %.3g",
+            epoch,
+            progress,
+            100 * datamodule.mean_kept_share,
+            weight,
+        )
+    return module, trainer_overrides
+
+
+def record_dvi_fit(
+    summary: dict[str, Any],
+    epoch: int,
+    progress: str,
+    trainer: L.Trainer,
+    module: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    times: tuple[float, float, float],
+) -> None:
+    """Add one subject epoch's fit to :func:`fit_dvi`'s ``summary`` and log it; ``times``:
+    ``perf_counter()`` at the start, after the complex and after the fit (and exports)."""
+    t0, t1, t2 = times
+    loss = trainer.callback_metrics.get("loss")
+    summary["epochs"][epoch] = float(loss) if loss is not None else None
+    draws = module.edges_seen * trainer.world_size / datamodule.train_reps.shape[0]
+    summary["draws_per_point"][epoch] = draws
+    log.info(
+        "epoch %d (%s): %d visualizer epochs, %.0f edge draws per training point, final "
+        "loss %.4f, %.1fs",
+        epoch,
+        progress,
+        trainer.current_epoch,
+        draws,
+        summary["epochs"][epoch] or float("nan"),
+        t2 - t1,
+    )
+    callbacks = callback_seconds(trainer)
+    export_seconds = sum(callbacks.values())
+    summary["seconds"]["complex"] += t1 - t0
+    summary["seconds"]["train"] += t2 - t1 - export_seconds
+    summary["seconds"]["export"] += export_seconds
+    summary["edges"] += module.edges_seen
+    summary["per_epoch"][epoch] = {
+        "complex": t1 - t0,
+        "train": t2 - t1 - export_seconds,
+        "callbacks": callbacks,
+        "edges": module.edges_seen,
+        "draws_per_epoch": datamodule.n_edges,
+    }
 
 
 def train(cfg: DictConfig, run: TrainingRun | None = None) -> dict[str, Any]:

@@ -16,11 +16,11 @@ from ttvis.complex import (
     combine_edges,
     edges_from_graph,
     fuzzy_complex,
-    neighbour_preserving_rate,
+    kept_share,
     prune_graph,
 )
 from ttvis.datamodules.edges import EdgeDataModule
-from ttvis.knn import EXACT_BELOW, nearest_neighbors
+from ttvis.knn import EXACT_BELOW, nearest_neighbours
 from ttvis.layout import umap_layout
 from ttvis.modules.losses import umap_ab
 from ttvis.run import TrainingRun
@@ -49,10 +49,10 @@ class DVIDataModule(EdgeDataModule):
             starts from ``prev_knn``.
         seed: seeds the k-NN and the edge draws.
         prev_knn: the previous subject epoch's k-NN graph, to measure how many neighbours each
-            sample keeps (``npr``) for the temporal loss weight.
+            sample keeps (``kept_share``) for the temporal loss weight.
         prev_positions: ``[N_train * F, 2]`` the training points' positions under the previous
             visualizer; with ``prev_knn`` they become per-vertex anchors (``anchor``,
-            ``anchor_weight = npr ** anchor_power``) in every batch.
+            ``anchor_weight = kept_share ** anchor_power``) in every batch.
         anchor_power: sharpens the anchors: with a high power only the samples that kept
             nearly all their neighbours are held in place, and the rest move freely.
         boundary_mix_fraction: per edge of a batch, this many points near where the subject's
@@ -111,7 +111,7 @@ class DVIDataModule(EdgeDataModule):
         self.edges: EdgeSet | None = None
         self.n_edges = 0
         self.boundary: np.ndarray | None = None  # [M, D] boundary points, vertices N..N+M-1
-        self.persistence: np.ndarray | None = None
+        self.kept_share: np.ndarray | None = None  # [N] share of k-NN kept since prev_knn
         self.layout_epochs = layout_epochs
         self.warm_layout_epochs = warm_layout_epochs
         self.curve = dict(spread=spread, min_dist=min_dist)
@@ -121,12 +121,12 @@ class DVIDataModule(EdgeDataModule):
 
     def build(self) -> None:
         """Build the complex on the CPU (idempotent); fills ``knn``, ``edges``, ``n_edges``,
-        ``boundary`` and ``persistence``."""
+        ``boundary`` and ``kept_share``."""
         if self.edges is not None:
             return
         start = time.perf_counter()
         self._reps = self.run.train_representations(self.epoch)
-        self.knn = nearest_neighbors(
+        self.knn = nearest_neighbours(
             self._reps,
             self.n_neighbors,
             metric=self.metric,
@@ -149,7 +149,7 @@ class DVIDataModule(EdgeDataModule):
         if self.boundary_mix_fraction > 0:
             self.segments = self._flip_segments()
         if self.prev_knn is not None:
-            self.persistence = neighbour_preserving_rate(self.prev_knn.indices, self.knn.indices)
+            self.kept_share = kept_share(self.prev_knn.indices, self.knn.indices)
         log.info(
             "epoch %d: complex of %d points and %d boundary points, %d edges (%d to boundary "
             "points), %d draws per visualizer epoch, %d segments across the decision boundary "
@@ -269,13 +269,14 @@ class DVIDataModule(EdgeDataModule):
         return f"DVI epoch {self.epoch} ({k}/{len(self.run.epochs)})"
 
     @property
-    def mean_persistence(self) -> float:
-        """``mean_i(npr_i)``: the share of k-NN kept since the previous epoch (0 without one)."""
-        return float(self.persistence.mean()) if self.persistence is not None else 0.0
+    def mean_kept_share(self) -> float:
+        """``mean_i(kept_share_i)``: the share of k-NN kept since the previous epoch (0
+        without one)."""
+        return float(self.kept_share.mean()) if self.kept_share is not None else 0.0
 
     def stream_spec(self) -> tuple[EdgeSet, int, int, dict[str, Tensor]]:
         """This epoch's edges, ``s_n_epochs * sum(p_s) (+ b_n_epochs * sum(p_b))`` draws, the
-        temporal anchors (weight ``npr ** anchor_power``; boundary points have none: 0) and,
+        temporal anchors (weight ``kept_share ** anchor_power``; boundary points have none: 0) and,
         with boundary points, ``pred_weight`` (1 for training points, 0 for boundary points)."""
         vertex_data = {}
         n_extra = 0 if self.boundary is None else self.boundary.shape[0]
@@ -284,9 +285,9 @@ class DVIDataModule(EdgeDataModule):
             weight = np.r_[np.ones(self.layout.shape[0]), np.zeros(n_extra)]
             vertex_data["layout"] = torch.as_tensor(layout, dtype=torch.float32)
             vertex_data["layout_weight"] = torch.as_tensor(weight, dtype=torch.float32)
-        if self.prev_positions is not None and self.persistence is not None:
+        if self.prev_positions is not None and self.kept_share is not None:
             anchor = np.concatenate([self.prev_positions, np.zeros((n_extra, 2), np.float32)])
-            weight = np.concatenate([self.persistence**self.anchor_power, np.zeros(n_extra)])
+            weight = np.concatenate([self.kept_share**self.anchor_power, np.zeros(n_extra)])
             vertex_data["anchor"] = torch.as_tensor(anchor, dtype=torch.float32)
             vertex_data["anchor_weight"] = torch.as_tensor(weight, dtype=torch.float32)
         if self.boundary is not None:

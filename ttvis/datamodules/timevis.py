@@ -115,33 +115,74 @@ class TimeVisDataModule(EdgeDataModule):
         if self.edges is not None:
             return
         start = time.perf_counter()
+        self.layout = self._select_vertices()
+        self._reps, parts, scales, knn_points = self._epoch_complexes(self.layout)
+        if self.epoch_balance:
+            parts["weight"] = self._balanced_weights(parts["weight"], scales)
+        self.spatial = EdgeSet(**{name: np.concatenate(part) for name, part in parts.items()})
+        if self.anchors:
+            self._set_temporal_anchors(np.concatenate(knn_points))
+        del knn_points
+        t_spatial = time.perf_counter()
+        graph, _, _ = temporal_complex(
+            self._reps,
+            self.layout,
+            self.spatial.sigmas,
+            self.spatial.rhos,
+            self.t_n_neighbors,
+            self.t_n_epochs,
+        )
+        self.temporal = edges_from_graph(graph, self.spatial.sigmas, self.spatial.rhos)
+        self.edges, self.n_edges = combine_edges(
+            self.spatial, self.temporal, self.s_n_epochs, self.t_n_epochs
+        )
+        if len(self.edges) == 0 or self.n_edges == 0:
+            raise RunError(f"{self.run.content_path}: the spatio-temporal complex has no edges")
+        self._log_complex(t_spatial - start, time.perf_counter() - t_spatial)
+
+    def _select_vertices(self) -> VertexLayout:
+        """The vertex layout: every training point of every epoch, or with
+        ``sampling="kcenter"`` each epoch's k-center selection (kept in ``kcenter``, logged)."""
         run, n_epochs = self.run, len(self.run.epochs)
         n_points = run.train_points.size
-        if self.sampling == "kcenter":
-            self.kcenter = kcenter_select_epochs(
-                lambda t: run.train_representations(run.epochs[t]),
-                n_epochs,
-                fraction=self.kcenter_fraction,
-                min_points=self.n_neighbors + 1,
-                max_fraction=self.kcenter_max_fraction,
+        if self.sampling != "kcenter":
+            return VertexLayout.full(n_epochs, n_points)
+        self.kcenter = kcenter_select_epochs(
+            lambda t: run.train_representations(run.epochs[t]),
+            n_epochs,
+            fraction=self.kcenter_fraction,
+            min_points=self.n_neighbors + 1,
+            max_fraction=self.kcenter_max_fraction,
+        )
+        for epoch, r in zip(run.epochs, self.kcenter, strict=True):
+            log.info(
+                "epoch %d: k-center kept %d of %d points, covering radius %.4g "
+                "(%.3f of the data scale)",
+                epoch,
+                r.selected.size,
+                n_points,
+                r.radius,
+                r.relative_radius,
             )
-            self.layout = VertexLayout.from_selections([r.selected for r in self.kcenter], n_points)
-            for epoch, r in zip(run.epochs, self.kcenter, strict=True):
-                log.info(
-                    "epoch %d: k-center kept %d of %d points, covering radius %.4g "
-                    "(%.3f of the data scale)",
-                    epoch,
-                    r.selected.size,
-                    n_points,
-                    r.radius,
-                    r.relative_radius,
-                )
-        else:
-            self.layout = VertexLayout.full(n_epochs, n_points)
-        layout = self.layout
+        return VertexLayout.from_selections([r.selected for r in self.kcenter], n_points)
+
+    def _epoch_complexes(
+        self, layout: VertexLayout
+    ) -> tuple[np.ndarray, dict[str, list[np.ndarray]], list[float], list[np.ndarray]]:
+        """Each epoch's spatial complex over its vertices, epoch by epoch.
+
+        Returns:
+            ``(reps, parts, scales, knn_points)``: ``reps [V, D]`` every vertex's
+            representation; ``parts``, per :class:`EdgeSet` field, one array per epoch (heads
+            and tails as vertex indices); each epoch's :func:`data_scale`; each epoch's k-NN as
+            point indices, comparable across epochs.
+        """
+        run = self.run
         reps = np.empty((layout.n_vertices, run.shape.dim), dtype=np.float32)
-        heads, tails, weights, sigmas, rhos, scales = [], [], [], [], [], []
-        knn_points = []  # each vertex's k-NN as point indices, comparable across epochs
+        parts: dict[str, list[np.ndarray]] = {
+            name: [] for name in ("head", "tail", "weight", "sigmas", "rhos")
+        }
+        scales, knn_points = [], []
         for t, epoch in enumerate(run.epochs):
             rows = layout.epoch_slice(t)
             x = run.train_representations(epoch)[layout.point[rows]]
@@ -155,69 +196,56 @@ class TimeVisDataModule(EdgeDataModule):
                 exact_below=self.exact_knn_below,
             )
             knn_points.append(layout.point[rows][knn.indices])
-            heads.append(edges.head + rows.start)
-            tails.append(edges.tail + rows.start)
-            weights.append(edges.weight)
+            parts["head"].append(edges.head + rows.start)
+            parts["tail"].append(edges.tail + rows.start)
+            parts["weight"].append(edges.weight)
             scales.append(data_scale(x))
-            sigmas.append(edges.sigmas)
-            rhos.append(edges.rhos)
-        self._reps = reps
-        if self.epoch_balance:
-            factors = epoch_balance_factors(
-                np.array(scales),
-                np.array([w.sum(dtype=np.float64) for w in weights]),
-                self.epoch_balance,
-            )
-            weights = [(w * f).astype(np.float32) for w, f in zip(weights, factors, strict=True)]
-            log.info(
-                "spatial draws per epoch scaled by %s (epoch_balance=%g)",
-                ", ".join(f"{f:.2f}" for f in factors),
-                self.epoch_balance,
-            )
-        self.spatial = EdgeSet(
-            head=np.concatenate(heads),
-            tail=np.concatenate(tails),
-            weight=np.concatenate(weights),
-            sigmas=np.concatenate(sigmas),
-            rhos=np.concatenate(rhos),
+            parts["sigmas"].append(edges.sigmas)
+            parts["rhos"].append(edges.rhos)
+        return reps, parts, scales, knn_points
+
+    def _balanced_weights(self, weights: list[np.ndarray], scales: list[float]) -> list[np.ndarray]:
+        """Each epoch's spatial edge weights scaled by its
+        :func:`~ttvis.temporal.epoch_balance_factors` factor (``epoch_balance``), logged."""
+        factors = epoch_balance_factors(
+            np.array(scales),
+            np.array([w.sum(dtype=np.float64) for w in weights]),
+            self.epoch_balance,
         )
-        if self.anchors:
-            self.anchor, self.anchor_weight = successor_anchors(
-                layout, np.concatenate(knn_points), self.anchor_power
-            )
-            have = self.anchor >= 0
-            log.info(
-                "temporal anchors: %d vertices, mean weight %.3f (anchor_power=%g)",
-                int(have.sum()),
-                float(self.anchor_weight[have].mean()) if have.any() else 0.0,
-                self.anchor_power,
-            )
-        del knn_points
-        t_spatial = time.perf_counter()
-        graph, _, _ = temporal_complex(
-            reps,
-            layout,
-            self.spatial.sigmas,
-            self.spatial.rhos,
-            self.t_n_neighbors,
-            self.t_n_epochs,
+        weights = [(w * f).astype(np.float32) for w, f in zip(weights, factors, strict=True)]
+        log.info(
+            "spatial draws per epoch scaled by %s (epoch_balance=%g)",
+            ", ".join(f"{f:.2f}" for f in factors),
+            self.epoch_balance,
         )
-        self.temporal = edges_from_graph(graph, self.spatial.sigmas, self.spatial.rhos)
-        self.edges, self.n_edges = combine_edges(
-            self.spatial, self.temporal, self.s_n_epochs, self.t_n_epochs
+        return weights
+
+    def _set_temporal_anchors(self, knn_points: np.ndarray) -> None:
+        """Fill ``anchor`` and ``anchor_weight`` from every vertex's k-NN as point indices
+        (:func:`~ttvis.temporal.successor_anchors`), logged."""
+        self.anchor, self.anchor_weight = successor_anchors(
+            self.layout, knn_points, self.anchor_power
         )
-        if len(self.edges) == 0 or self.n_edges == 0:
-            raise RunError(f"{run.content_path}: the spatio-temporal complex has no edges")
+        have = self.anchor >= 0
+        log.info(
+            "temporal anchors: %d vertices, mean weight %.3f (anchor_power=%g)",
+            int(have.sum()),
+            float(self.anchor_weight[have].mean()) if have.any() else 0.0,
+            self.anchor_power,
+        )
+
+    def _log_complex(self, spatial_seconds: float, temporal_seconds: float) -> None:
+        """One line on the built complex: vertices, edges, draws, build times."""
         log.info(
             "TimeVis complex: %d vertices over %d epochs, %d spatial + %d temporal edges, "
             "%d draws per visualizer epoch (spatial %.1fs, temporal %.1fs)",
-            layout.n_vertices,
-            n_epochs,
+            self.layout.n_vertices,
+            len(self.run.epochs),
             len(self.spatial),
             len(self.temporal),
             self.n_edges,
-            t_spatial - start,
-            time.perf_counter() - t_spatial,
+            spatial_seconds,
+            temporal_seconds,
         )
 
     # ------------------------------------------------------------------ what the callbacks read

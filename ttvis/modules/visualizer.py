@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import lightning as L
 import torch
@@ -129,12 +129,7 @@ class VisualizerModule(L.LightningModule):
         self.scheduler_factory = scheduler
         self.lambda1 = lambda1
         self.lambda_pred = lambda_pred if subject_head is not None else 0.0
-        shift = torch.zeros(encoder_dims[0]) if input_shift is None else input_shift
-        self.register_buffer("input_shift", torch.as_tensor(shift, dtype=torch.float32))
-        scale = torch.as_tensor(input_scale, dtype=torch.float32).clone()
-        scale[~(scale > 0)] = 1.0  # a constant epoch: centre it, do not divide by 0
-        self.register_buffer("input_scale", scale)
-        self._selected = 0  # the epoch position inference uses with per-epoch normalisation
+        self._register_normalisation(encoder_dims[0], input_shift, input_scale)
         self.subject_head = subject_head
         self.mix_fraction = mix_fraction
         self.mix_noise = mix_noise
@@ -150,7 +145,7 @@ class VisualizerModule(L.LightningModule):
         self.log_prefix = log_prefix
         self.seed = seed
         self.temporal_weight = 0.0
-        self._anchors: list[Tensor] = []
+        self._previous_weights: list[Tensor] = []  # the previous visualizer's parameters
         self._generator: torch.Generator | None = None
         self.edges_seen = 0  # edges trained on by this process, for throughput reports
         self.last_finite_loss: float | None = None  # the last visualizer epoch's mean loss
@@ -159,6 +154,19 @@ class VisualizerModule(L.LightningModule):
         # Pickled with the module into ddp_spawn/ddp_fork workers, so there it differs from
         # os.getpid(): see teardown.
         self._built_in_pid = os.getpid()
+
+    def _register_normalisation(
+        self, dim: int, input_shift: Tensor | None, input_scale: Tensor | float
+    ) -> None:
+        """The ``input_shift`` and ``input_scale`` buffers (a scale that is not positive, a
+        constant epoch's, becomes 1: centred, not divided by 0); inference starts with the
+        first epoch's normalisation selected."""
+        shift = torch.zeros(dim) if input_shift is None else input_shift
+        self.register_buffer("input_shift", torch.as_tensor(shift, dtype=torch.float32))
+        scale = torch.as_tensor(input_scale, dtype=torch.float32).clone()
+        scale[~(scale > 0)] = 1.0  # a constant epoch: centre it, do not divide by 0
+        self.register_buffer("input_scale", scale)
+        self._selected = 0  # the epoch position inference uses with per-epoch normalisation
 
     # ------------------------------------------------------------------ inference API
     @property
@@ -214,16 +222,16 @@ class VisualizerModule(L.LightningModule):
 
         Args:
             state_dict: the previous subject epoch's :class:`Autoencoder` state.
-            temporal_weight: ``lambda2 * mean_i(npr_i)``; 0 disables the temporal loss.
+            temporal_weight: ``lambda2 * mean_i(kept_share_i)``; 0 disables the temporal loss.
         """
         self.autoencoder.load_state_dict(state_dict)
         self.temporal_weight = float(temporal_weight)
         names = [name for name, _ in self.autoencoder.named_parameters()]
-        self._anchors = [state_dict[name].detach().clone() for name in names]
+        self._previous_weights = [state_dict[name].detach().clone() for name in names]
 
     # ------------------------------------------------------------------ training
     def on_fit_start(self) -> None:
-        self._anchors = [a.to(self.device) for a in self._anchors]
+        self._previous_weights = [w.to(self.device) for w in self._previous_weights]
         rank = self.trainer.global_rank if self._trainer is not None else 0
         self._generator = torch.Generator(device=self.device)
         self._generator.manual_seed(self.seed * 7919 + self.subject_epoch * 104729 + rank)
@@ -242,11 +250,47 @@ class VisualizerModule(L.LightningModule):
         rows = self.row_epochs(batch) if self.per_epoch_normalisation else None
         if rows is not None and "boundary_x" in batch:
             raise ValueError("boundary_x rows have no epoch: per-epoch normalisation needs none")
+        x, x_all, counts = self._step_rows(batch, rows)
+        z_all, x_hat = self.autoencoder(x_all)
+        z = z_all[: x.shape[0]]
+        losses = {}
+        if self.lambda_umap > 0:
+            losses["umap"] = umap_loss(
+                z[batch["head_pos"]],
+                z[batch["tail_pos"]],
+                self.a,
+                self.b,
+                negative_sample_rate=self.negative_sample_rate,
+                repulsion_strength=self.repulsion_strength,
+                generator=self._generator,
+            )
+        losses["recon"] = reconstruction_loss(x_all, x_hat, counts)
+        total = self.lambda1 * losses["recon"]
+        if "umap" in losses:
+            total = self.lambda_umap * losses["umap"] + total
+        for name, weight, loss in self._further_terms(batch, rows, x, x_all, x_hat, counts, z):
+            total = total + weight * loss
+            losses[name] = loss
+        losses["total"] = total
+        n_edges = batch["head_pos"].shape[0]
+        self.edges_seen += n_edges
+        self._accumulate(losses, n_edges)
+        return total
+
+    def _step_rows(
+        self, batch: dict[str, Tensor], rows: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """The rows the network sees in a step, normalised: ``(x, x_all, counts)``.
+
+        ``x [U, D]`` the batch's vertices; ``x_all`` them and, after them, the rows that join
+        only the reconstruction and prediction losses: interpolations between edge ends
+        (``mix_fraction``, drawn from the module's generator) and points near the subject's
+        decision boundary (``boundary_x``). ``counts``: each row's edge-end multiplicity
+        (extra rows count once; None when the batch has none and there are no extra rows).
+        """
         x = self.normalise(batch["x"], None if rows is None else rows[: batch["x"].shape[0]])
         head_pos, tail_pos = batch["head_pos"], batch["tail_pos"]
         counts = batch.get("counts")
-        # Rows beyond the vertices join only the reconstruction and prediction losses:
-        # interpolations between edge ends, and points near the subject's decision boundary.
         extra = []
         n_mix = int(round(self.mix_fraction * head_pos.shape[0]))
         if n_mix > 0:
@@ -263,29 +307,24 @@ class VisualizerModule(L.LightningModule):
             if counts is None:
                 counts = torch.ones(x.shape[0], device=x.device, dtype=torch.long)
             counts = torch.cat([counts, counts.new_ones(x_all.shape[0] - x.shape[0])])
-        z_all, x_hat = self.autoencoder(x_all)
-        z = z_all[: x.shape[0]]
-        losses = {}
-        if self.lambda_umap > 0:
-            losses["umap"] = umap_loss(
-                z[head_pos],
-                z[tail_pos],
-                self.a,
-                self.b,
-                negative_sample_rate=self.negative_sample_rate,
-                repulsion_strength=self.repulsion_strength,
-                generator=self._generator,
-            )
-        losses["recon"] = reconstruction_loss(x_all, x_hat, counts)
-        total = self.lambda1 * losses["recon"]
-        if "umap" in losses:
-            total = self.lambda_umap * losses["umap"] + total
+        return x, x_all, counts
+
+    def _further_terms(
+        self,
+        batch: dict[str, Tensor],
+        rows: Tensor | None,
+        x: Tensor,
+        x_all: Tensor,
+        x_hat: Tensor,
+        counts: Tensor | None,
+        z: Tensor,
+    ) -> Iterator[tuple[str, float, Tensor]]:
+        """``(name, weight, loss)`` of each loss term beyond UMAP and reconstruction that is
+        on, in the order they join the total: layout, prediction, temporal, anchor. Each is
+        computed when the caller asks for it, so the step's operations keep one order."""
         if self.lambda_layout > 0 and "layout" in batch:
-            loss_layout = anchor_loss(
-                z, batch["layout"], batch["layout_weight"], batch.get("counts")
-            )
-            total = total + self.lambda_layout * loss_layout
-            losses["layout"] = loss_layout
+            loss = anchor_loss(z, batch["layout"], batch["layout_weight"], batch.get("counts"))
+            yield "layout", self.lambda_layout, loss
         if self.lambda_pred > 0:
             with torch.no_grad():
                 target = self.subject_head(self.denormalise(x_all, rows))
@@ -294,27 +333,18 @@ class VisualizerModule(L.LightningModule):
             if "pred_weight" in batch:  # vertices left out of the prediction loss weigh 0
                 pred_counts = counts.to(x.dtype).clone()
                 pred_counts[: x.shape[0]] *= batch["pred_weight"]
-            loss_pred = prediction_loss(target, logits_recon, pred_counts)
-            total = total + self.lambda_pred * loss_pred
-            losses["pred"] = loss_pred
-        if self.temporal_weight > 0 and self._anchors:
-            loss_temporal = temporal_loss(list(self.autoencoder.parameters()), self._anchors)
-            total = total + self.temporal_weight * loss_temporal
-            losses["temporal"] = loss_temporal
+            yield "pred", self.lambda_pred, prediction_loss(target, logits_recon, pred_counts)
+        if self.temporal_weight > 0 and self._previous_weights:
+            loss = temporal_loss(list(self.autoencoder.parameters()), self._previous_weights)
+            yield "temporal", self.temporal_weight, loss
         if self.lambda_anchor > 0 and ("anchor" in batch or "anchor_x" in batch):
             if "anchor_x" in batch:  # TimeVis: where this visualizer puts the anchor vertex
                 anchor_rows = batch.get("anchor_epoch_pos") if rows is not None else None
                 anchor = self.autoencoder.encoder(self.normalise(batch["anchor_x"], anchor_rows))
             else:  # DVI: the position under the previous visualizer
                 anchor = batch["anchor"]
-            loss_anchor = anchor_loss(z, anchor, batch["anchor_weight"], batch.get("counts"))
-            total = total + self.lambda_anchor * loss_anchor
-            losses["anchor"] = loss_anchor
-        losses["total"] = total
-        n_edges = head_pos.shape[0]
-        self.edges_seen += n_edges
-        self._accumulate(losses, n_edges)
-        return total
+            loss = anchor_loss(z, anchor, batch["anchor_weight"], batch.get("counts"))
+            yield "anchor", self.lambda_anchor, loss
 
     def _accumulate(self, losses: dict[str, Tensor], n_edges: int) -> None:
         """Add this batch's losses, weighted by its edges, to the visualizer epoch's sums.
