@@ -4,8 +4,8 @@ A network trained by sampling the UMAP loss edge by edge keeps far fewer neighbo
 UMAP's own optimiser placing each sample freely on the same graph (docs/results.md), and needs
 hundreds of edge draws per sample to get there. umap-learn's optimiser lays the training points
 out in seconds; the encoder then only has to reproduce those positions, a regression it learns
-in a few visualizer epochs. Warm epochs start the layout from the previous visualizer's
-positions, so the layout moves only where the neighbourhoods moved.
+in a few visualizer epochs. Only a fit from scratch gets a layout (docs/results.md: it keeps
+more neighbours and fewer predictions, so it is off by default).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 def umap_layout(
     x: np.ndarray,
     graph: scipy.sparse.coo_matrix,
-    init: np.ndarray | None,
     n_epochs: int | None,
     a: float,
     b: float,
@@ -32,12 +31,12 @@ def umap_layout(
     negative_sample_rate: int = 5,
     seed: int = 0,
 ) -> np.ndarray:
-    """umap-learn's embedding of the fuzzy simplicial set ``graph``.
+    """umap-learn's embedding of the fuzzy simplicial set ``graph``, from its spectral
+    initialisation (umap-learn rescales any given start to its own box, so none is offered).
 
     Args:
         x: ``[N, D]`` the points (spectral initialisation reads them for disconnected graphs).
         graph: ``[N, N]`` unpruned membership graph (:func:`ttvis.complex.fuzzy_complex`).
-        init: ``[N, 2]`` starting positions, or None: umap-learn's spectral initialisation.
         n_epochs: optimisation epochs; None: umap-learn's default (500 up to 10,000 points,
             200 above).
         a, b: the curve ``1 / (1 + a d^(2b))`` (:func:`ttvis.modules.losses.umap_ab`).
@@ -63,7 +62,7 @@ def umap_layout(
         gamma=repulsion_strength,
         negative_sample_rate=negative_sample_rate,
         n_epochs=n_epochs,
-        init="spectral" if init is None else np.asarray(init, dtype=np.float32),
+        init="spectral",
         random_state=np.random.RandomState(seed),
         metric="euclidean",
         metric_kwds={},

@@ -62,6 +62,10 @@ class DVIDataModule(EdgeDataModule):
         boundary_mix_width: those points lie within this share of the segment of the flip.
         subject_head: the epoch's classifier head; boundary points need it (without one they
             are skipped with a warning).
+        layout_epochs: umap-learn's optimisation epochs for the layout targets of a fit from
+            scratch (None: its default; 0: no layout), :func:`ttvis.layout.umap_layout`.
+        spread, min_dist, repulsion_strength, negative_sample_rate: that layout's UMAP settings
+            (the visualizer's own).
     """
 
     def __init__(
@@ -85,7 +89,6 @@ class DVIDataModule(EdgeDataModule):
         prev_positions: np.ndarray | None = None,
         subject_head: SubjectHead | None = None,
         layout_epochs: int | None = 0,
-        warm_layout_epochs: int | None = 0,
         spread: float = 1.0,
         min_dist: float = 0.1,
         repulsion_strength: float = 1.0,
@@ -113,7 +116,6 @@ class DVIDataModule(EdgeDataModule):
         self.boundary: np.ndarray | None = None  # [M, D] boundary points, vertices N..N+M-1
         self.kept_share: np.ndarray | None = None  # [N] share of k-NN kept since prev_knn
         self.layout_epochs = layout_epochs
-        self.warm_layout_epochs = warm_layout_epochs
         self.curve = dict(spread=spread, min_dist=min_dist)
         self.repulsion_strength = repulsion_strength
         self.negative_sample_rate = negative_sample_rate
@@ -165,19 +167,20 @@ class DVIDataModule(EdgeDataModule):
         )
 
     def _layout(self, graph) -> np.ndarray | None:
-        """UMAP's layout of the training points (:func:`ttvis.layout.umap_layout`): from the
-        previous visualizer's positions in a warm epoch, spectral in the first; None when
-        off (``layout_epochs`` 0, or ``warm_layout_epochs`` 0 in a warm epoch)."""
-        warm = self.prev_positions is not None
-        n_epochs = self.warm_layout_epochs if warm else self.layout_epochs
-        if n_epochs == 0:
+        """UMAP's layout of the training points (:func:`ttvis.layout.umap_layout`) for a fit
+        that starts from scratch; None in a warm-started epoch or when ``layout_epochs`` is 0.
+
+        Warm epochs have no layout: umap-learn rescales any starting positions to its own box
+        before optimising, so a layout started from the previous visualizer's positions is not
+        in their frame.
+        """
+        if self.layout_epochs == 0 or self.prev_positions is not None:
             return None
         a, b = umap_ab(**self.curve)
         return umap_layout(
             self._reps,
             graph,
-            self.prev_positions if warm else None,
-            n_epochs,
+            self.layout_epochs,
             a,
             b,
             repulsion_strength=self.repulsion_strength,
