@@ -192,15 +192,27 @@ def test_autoencoder_state_dict_follows_original_tool():
     net = Autoencoder([64, 32, 16, 2], [2, 16, 32, 64])
     keys = list(net.state_dict())
     assert keys == [
-        "encoder.0.0.weight", "encoder.0.0.bias", "encoder.1.0.weight", "encoder.1.0.bias",
-        "encoder.2.weight", "encoder.2.bias",
-        "decoder.0.0.weight", "decoder.0.0.bias", "decoder.1.0.weight", "decoder.1.0.bias",
-        "decoder.2.weight", "decoder.2.bias",
+        "encoder.0.weight", "encoder.0.bias", "encoder.2.weight", "encoder.2.bias",
+        "encoder.4.weight", "encoder.4.bias",
+        "decoder.0.weight", "decoder.0.bias", "decoder.2.weight", "decoder.2.bias",
+        "decoder.4.weight", "decoder.4.bias",
     ]  # fmt: skip
     sd = net.state_dict()
-    assert sd["encoder.0.0.weight"].shape == (32, 64)
-    assert sd["encoder.2.weight"].shape == (2, 16)
-    assert sd["decoder.2.weight"].shape == (64, 32)
+    assert sd["encoder.0.weight"].shape == (32, 64)
+    assert sd["encoder.4.weight"].shape == (2, 16)
+    assert sd["decoder.4.weight"].shape == (64, 32)
+    # The nested names ttvis wrote before (encoder.{i}.0.weight, last encoder.{L}.weight) load.
+    nested = {
+        k.replace(f"{p}.{i}.", f"{p}.{i // 2}.0." if i < 4 else f"{p}.{i // 2}."): v
+        for k, v in sd.items()
+        for p in ("encoder", "decoder")
+        for i in (0, 2, 4)
+        if k.startswith(f"{p}.{i}.")
+    }
+    assert "encoder.1.0.weight" in nested and "encoder.2.weight" in nested
+    again = Autoencoder([64, 32, 16, 2], [2, 16, 32, 64])
+    again.load_state_dict(nested)
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in sd.items())
     z, x_hat = net(torch.randn(7, 64))
     assert z.shape == (7, 2) and x_hat.shape == (7, 64)
     state = net.export_state()

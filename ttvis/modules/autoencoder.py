@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+
 import torch
 from torch import Tensor, nn
 
@@ -9,17 +12,38 @@ from torch import Tensor, nn
 def mlp(dims: list[int]) -> nn.Sequential:
     """Linear layers ``dims[0] -> ... -> dims[-1]`` with ReLU between them, none after the last.
 
-    Hidden layers are wrapped as ``Sequential(Linear, ReLU)`` so that state-dict keys match the
-    original tool's ``VisModel`` (``encoder.0.0.weight`` ... ``encoder.{L}.weight``).
+    One flat ``Sequential(Linear, ReLU, ..., Linear)``, so that state-dict keys are the original
+    tool's ``VisModel``'s (``encoder.0.weight``, ``encoder.2.weight``, ... ``encoder.{2L}.weight``
+    for ``L`` hidden layers): its ``vismodel/{epoch}.pth`` files load there as they are.
     """
     if len(dims) < 2:
         raise ValueError(f"an MLP needs at least an input and an output size, got {dims}")
-    layers: list[nn.Module] = [
-        nn.Sequential(nn.Linear(d_in, d_out), nn.ReLU(True))
-        for d_in, d_out in zip(dims[:-2], dims[1:-1], strict=True)
-    ]
+    layers: list[nn.Module] = []
+    for d_in, d_out in zip(dims[:-2], dims[1:-1], strict=True):
+        layers += [nn.Linear(d_in, d_out), nn.ReLU(True)]
     layers.append(nn.Linear(dims[-2], dims[-1]))
     return nn.Sequential(*layers)
+
+
+_NESTED_KEY = re.compile(r"^(encoder|decoder)\.(\d+)\.(?:0\.)?(weight|bias)$")
+
+
+def flat_state_keys(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """``state`` with the key names of :func:`mlp`, also when it has the nested names that
+    ttvis wrote before 2026-12-02 (``encoder.{i}.0.weight`` for hidden layer ``i``,
+    ``encoder.{L}.weight`` for the last): layer ``i`` becomes ``encoder.{2i}``."""
+    nested = any(re.match(r"^(encoder|decoder)\.\d+\.0\.", key) for key in state)
+    if not nested:
+        return dict(state)
+    renamed = {}
+    for key, value in state.items():
+        match = _NESTED_KEY.match(key)
+        if match is None:
+            renamed[key] = value
+            continue
+        part, layer, name = match.groups()
+        renamed[f"{part}.{2 * int(layer)}.{name}"] = value
+    return renamed
 
 
 class Autoencoder(nn.Module):
@@ -42,6 +66,11 @@ class Autoencoder(nn.Module):
         self.encoder = mlp(self.encoder_dims)
         self.decoder = mlp(self.decoder_dims)
 
+    def load_state_dict(self, state_dict: Mapping[str, Tensor], strict: bool = True, assign=False):
+        """:meth:`torch.nn.Module.load_state_dict`, reading older exports' key names too
+        (:func:`flat_state_keys`)."""
+        return super().load_state_dict(flat_state_keys(state_dict), strict=strict, assign=assign)
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``x [B, D]`` -> ``(embedding [B, 2], reconstruction [B, D])``."""
         z = self.encoder(x)
@@ -63,8 +92,8 @@ class Autoencoder(nn.Module):
         if shift is not None:
             shift = shift.detach().cpu().to(torch.float32)
             scale = torch.as_tensor(scale, dtype=torch.float32).cpu()
-            first = "encoder.0.0" if len(self.encoder_dims) > 2 else "encoder.0"
-            last = f"decoder.{len(self.decoder_dims) - 2}"
+            first = "encoder.0"
+            last = f"decoder.{2 * (len(self.decoder_dims) - 2)}"
             w_in, b_in = state[f"{first}.weight"], state[f"{first}.bias"]
             state[f"{first}.weight"] = w_in / scale  # W (x - m) / s = (W / s) x - W m / s
             state[f"{first}.bias"] = b_in - (w_in @ shift) / scale
