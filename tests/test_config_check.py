@@ -59,6 +59,8 @@ BAD_TRAIN_SETTINGS = {
     "epochs_zero": (["epochs=[0,2]"], "epochs=[0, 2]"),
     "seed_negative": (["seed=-1"], "seed=-1"),
     "lambda_anchor_nan": (["method.lambda_anchor=nan"], "method.lambda_anchor=nan"),
+    "lambda_layout": (["method.lambda_layout=-1"], "method.lambda_layout=-1"),
+    "layout_epochs": (["method.layout_epochs=0"], "method.layout_epochs=0"),
 }
 
 

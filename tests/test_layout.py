@@ -44,13 +44,18 @@ def test_layout_targets_reach_the_first_fit_only(demo_run):
     from ttvis.run import TrainingRun
 
     run = TrainingRun(demo_run)
-    first = DVIDataModule(run, run.epochs[0], layout_epochs=50, batch_size=256)
+    first = DVIDataModule(run, run.epochs[0], lambda_layout=0.1, layout_epochs=50, batch_size=256)
     first.build()
     assert first.layout.shape == (len(run.train_points), 2)
     assert "layout" in first.stream_spec()[3]
     positions = first.layout.copy()
     warm = DVIDataModule(
-        run, run.epochs[1], layout_epochs=50, prev_knn=first.knn, prev_positions=positions
+        run,
+        run.epochs[1],
+        lambda_layout=0.1,
+        layout_epochs=50,
+        prev_knn=first.knn,
+        prev_positions=positions,
     )
     warm.build()
     assert warm.layout is None and "layout" not in warm.stream_spec()[3]

@@ -188,6 +188,7 @@ TRAIN_RULES: tuple[Rule, ...] = (
         method__lambda_pred=number_at_least(0),
         method__lambda2=number_at_least(0),
         method__lambda_anchor=number_at_least(0),
+        method__lambda_layout=number_at_least(0),
         method__anchor_power=number_at_least(0),
         method__mix_fraction=share(),
         method__mix_noise=number_at_least(0),
@@ -216,6 +217,7 @@ TRAIN_RULES: tuple[Rule, ...] = (
         method__max_epochs=int_at_least(1),
         method__warm_max_epochs=int_at_least(1),
         method__warm_min_epochs=int_at_least(1),
+        method__layout_epochs=int_at_least(1),
         trainer__max_epochs=int_at_least(1),
     )
     + _rules(

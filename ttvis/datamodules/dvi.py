@@ -62,8 +62,9 @@ class DVIDataModule(EdgeDataModule):
         boundary_mix_width: those points lie within this share of the segment of the flip.
         subject_head: the epoch's classifier head; boundary points need it (without one they
             are skipped with a warning).
-        layout_epochs: umap-learn's optimisation epochs for the layout targets of a fit from
-            scratch (None: its default; 0: no layout), :func:`ttvis.layout.umap_layout`.
+        lambda_layout: the layout targets' loss weight; above 0 a fit from scratch gets UMAP's
+            layout of the training points (:func:`ttvis.layout.umap_layout`) in its batches.
+        layout_epochs: umap-learn's optimisation epochs for that layout (None: its default).
         spread, min_dist, repulsion_strength, negative_sample_rate: that layout's UMAP settings
             (the visualizer's own).
     """
@@ -88,7 +89,8 @@ class DVIDataModule(EdgeDataModule):
         prev_knn: KNNGraph | None = None,
         prev_positions: np.ndarray | None = None,
         subject_head: SubjectHead | None = None,
-        layout_epochs: int | None = 0,
+        lambda_layout: float = 0.0,
+        layout_epochs: int | None = None,
         spread: float = 1.0,
         min_dist: float = 0.1,
         repulsion_strength: float = 1.0,
@@ -115,6 +117,7 @@ class DVIDataModule(EdgeDataModule):
         self.n_edges = 0
         self.boundary: np.ndarray | None = None  # [M, D] boundary points, vertices N..N+M-1
         self.kept_share: np.ndarray | None = None  # [N] share of k-NN kept since prev_knn
+        self.lambda_layout = lambda_layout
         self.layout_epochs = layout_epochs
         self.curve = dict(spread=spread, min_dist=min_dist)
         self.repulsion_strength = repulsion_strength
@@ -168,13 +171,13 @@ class DVIDataModule(EdgeDataModule):
 
     def _layout(self, graph) -> np.ndarray | None:
         """UMAP's layout of the training points (:func:`ttvis.layout.umap_layout`) for a fit
-        that starts from scratch; None in a warm-started epoch or when ``layout_epochs`` is 0.
+        that starts from scratch; None in a warm-started epoch or when ``lambda_layout`` is 0.
 
         Warm epochs have no layout: umap-learn rescales any starting positions to its own box
         before optimising, so a layout started from the previous visualizer's positions is not
         in their frame.
         """
-        if self.layout_epochs == 0 or self.prev_positions is not None:
+        if self.lambda_layout <= 0 or self.prev_positions is not None:
             return None
         a, b = umap_ab(**self.curve)
         return umap_layout(

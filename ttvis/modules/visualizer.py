@@ -90,6 +90,9 @@ class VisualizerModule(L.LightningModule):
             changed move. The anchor is the vertex's position under the previous visualizer
             (DVI: batches carry ``anchor [U, 2]``) or the position this visualizer gives the
             same sample's next-epoch copy (TimeVis: ``anchor_x [U, D]``, both ends trained).
+        lambda_layout: weight of the layout targets: each training vertex's squared distance to
+            its position in UMAP's own layout (batches carry ``layout [U, 2]`` and
+            ``layout_weight [U]``, 0 for vertices without one); 0 turns it off.
         negative_sample_rate: negatives per edge in the UMAP loss.
         spread, min_dist: UMAP curve shape, turned into ``a, b`` by umap-learn.
         repulsion_strength: weight of the UMAP loss's negative term.
@@ -113,7 +116,6 @@ class VisualizerModule(L.LightningModule):
         mix_noise: float = 0.0,
         lambda_anchor: float = 0.0,
         lambda_layout: float = 0.0,
-        lambda_umap: float = 1.0,
         negative_sample_rate: int = 5,
         spread: float = 1.0,
         min_dist: float = 0.1,
@@ -135,7 +137,6 @@ class VisualizerModule(L.LightningModule):
         self.mix_noise = mix_noise
         self.lambda_anchor = lambda_anchor
         self.lambda_layout = lambda_layout
-        self.lambda_umap = lambda_umap
         if subject_head is not None:
             subject_head.requires_grad_(False)
         self.negative_sample_rate = negative_sample_rate
@@ -253,9 +254,8 @@ class VisualizerModule(L.LightningModule):
         x, x_all, counts = self._step_rows(batch, rows)
         z_all, x_hat = self.autoencoder(x_all)
         z = z_all[: x.shape[0]]
-        losses = {}
-        if self.lambda_umap > 0:
-            losses["umap"] = umap_loss(
+        losses = {
+            "umap": umap_loss(
                 z[batch["head_pos"]],
                 z[batch["tail_pos"]],
                 self.a,
@@ -263,11 +263,10 @@ class VisualizerModule(L.LightningModule):
                 negative_sample_rate=self.negative_sample_rate,
                 repulsion_strength=self.repulsion_strength,
                 generator=self._generator,
-            )
-        losses["recon"] = reconstruction_loss(x_all, x_hat, counts)
-        total = self.lambda1 * losses["recon"]
-        if "umap" in losses:
-            total = self.lambda_umap * losses["umap"] + total
+            ),
+            "recon": reconstruction_loss(x_all, x_hat, counts),
+        }
+        total = losses["umap"] + self.lambda1 * losses["recon"]
         for name, weight, loss in self._further_terms(batch, rows, x, x_all, x_hat, counts, z):
             total = total + weight * loss
             losses[name] = loss
