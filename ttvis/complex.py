@@ -80,24 +80,12 @@ def fuzzy_complex(
     )
     graph = graph.tocoo()
     graph.sum_duplicates()
-    return (
-        prune_graph(graph, n_epochs_per_sample),
-        sigmas.astype(np.float32),
-        rhos.astype(np.float32),
-    )
-
-
-def prune_graph(
-    graph: scipy.sparse.coo_matrix, n_epochs_per_sample: float
-) -> scipy.sparse.coo_matrix:
-    """``graph`` without the edges lighter than ``max_weight / n_epochs_per_sample`` (drawn
-    less than once per visualizer epoch); 0 keeps every edge."""
-    if not graph.nnz or n_epochs_per_sample <= 0:
-        return graph
-    keep = graph.data >= graph.data.max() / float(n_epochs_per_sample)
-    return scipy.sparse.coo_matrix(
-        (graph.data[keep], (graph.row[keep], graph.col[keep])), shape=graph.shape
-    )
+    if graph.nnz and n_epochs_per_sample > 0:
+        keep = graph.data >= graph.data.max() / float(n_epochs_per_sample)
+        graph = scipy.sparse.coo_matrix(
+            (graph.data[keep], (graph.row[keep], graph.col[keep])), shape=graph.shape
+        )
+    return graph, sigmas.astype(np.float32), rhos.astype(np.float32)
 
 
 def edges_from_graph(

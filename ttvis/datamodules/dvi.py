@@ -14,13 +14,12 @@ from ttvis.complex import (
     EdgeSet,
     KNNGraph,
     combine_edges,
-    edges_from_graph,
     fuzzy_complex,
     kept_share,
-    prune_graph,
+    spatial_complex,
 )
 from ttvis.datamodules.edges import EdgeDataModule
-from ttvis.knn import EXACT_BELOW, nearest_neighbours
+from ttvis.knn import EXACT_BELOW
 from ttvis.layout import umap_layout
 from ttvis.modules.losses import umap_ab
 from ttvis.run import TrainingRun
@@ -131,17 +130,16 @@ class DVIDataModule(EdgeDataModule):
             return
         start = time.perf_counter()
         self._reps = self.run.train_representations(self.epoch)
-        self.knn = nearest_neighbours(
+        self.edges, self.knn = spatial_complex(
             self._reps,
             self.n_neighbors,
+            self.s_n_epochs,
             metric=self.metric,
             seed=self.seed,
             exact_below=self.exact_knn_below,
             init=self.prev_knn,  # NN-descent starts from the previous epoch's graph
         )
-        graph, sigmas, rhos = fuzzy_complex(self.knn, 0, seed=self.seed)
-        self.edges = edges_from_graph(prune_graph(graph, self.s_n_epochs), sigmas, rhos)
-        self.layout = self._layout(graph)
+        self.layout = self._layout()
         self.n_edges = self.edges.edges_per_epoch(self.s_n_epochs)
         n_boundary_edges = 0
         if self.b_n_epochs > 0:
@@ -169,9 +167,10 @@ class DVIDataModule(EdgeDataModule):
             time.perf_counter() - start,
         )
 
-    def _layout(self, graph) -> np.ndarray | None:
-        """UMAP's layout of the training points (:func:`ttvis.layout.umap_layout`) for a fit
-        that starts from scratch; None in a warm-started epoch or when ``lambda_layout`` is 0.
+    def _layout(self) -> np.ndarray | None:
+        """UMAP's layout of the training points (:func:`ttvis.layout.umap_layout`) on their
+        unpruned fuzzy set, for a fit that starts from scratch; None in a warm-started epoch or
+        when ``lambda_layout`` is 0.
 
         Warm epochs have no layout: umap-learn rescales any starting positions to its own box
         before optimising, so a layout started from the previous visualizer's positions is not
@@ -180,6 +179,7 @@ class DVIDataModule(EdgeDataModule):
         if self.lambda_layout <= 0 or self.prev_positions is not None:
             return None
         a, b = umap_ab(**self.curve)
+        graph, _, _ = fuzzy_complex(self.knn, 0, seed=self.seed)  # 0: unpruned, as umap-learn's
         return umap_layout(
             self._reps,
             graph,
