@@ -492,3 +492,24 @@ def test_edge_stream_adds_points_near_the_segment_flips():
                 raise AssertionError(f"{p} lies on no segment")
     assert sum(seen.values()) == 200 + 200 + 50
     assert min(seen.values()) > 150, "segments are not drawn uniformly"
+
+
+def test_draws_per_visualizer_epoch_are_capped_per_subject_epoch(demo_run):
+    """``max_draws_per_epoch`` bounds DVI's draws, and TimeVis's per subject epoch in its
+    complex; below the cap the draws are ``s_n_epochs * sum(p)`` as before."""
+    from ttvis.datamodules import DVIDataModule, TimeVisDataModule
+    from ttvis.run import TrainingRun
+
+    run = TrainingRun(demo_run)
+    free = DVIDataModule(run, epoch=1, n_neighbors=5)
+    free.build()
+    assert free.n_edges == free.edges.edges_per_epoch(free.s_n_epochs)
+    loose = DVIDataModule(run, epoch=1, n_neighbors=5, max_draws_per_epoch=free.n_edges + 1)
+    loose.build()
+    assert loose.n_edges == free.n_edges
+    capped = DVIDataModule(run, epoch=1, n_neighbors=5, max_draws_per_epoch=1000)
+    capped.build()
+    assert capped.n_edges == 1000
+    timevis = TimeVisDataModule(run, n_neighbors=5, max_draws_per_epoch=1000)
+    timevis.build()
+    assert timevis.n_edges == 1000 * len(run.epochs)

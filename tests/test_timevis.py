@@ -244,13 +244,23 @@ def test_kcenter_epochs_cover_each_epoch_to_the_same_relative_radius(tiny_run):
         assert r.relative_radius <= target + 1e-6 or r.selected.size == n
 
 
-def test_epoch_heads_apply_each_rows_own_head():
-    heads = EpochHeads([torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)], logit_scales=[1.0, 2.0])
-    x = torch.randn(5, 4)
-    heads.rows = torch.tensor([0, 1, 1, 0, 1])
+@pytest.mark.parametrize("gather_all", [None, False, True])
+def test_epoch_heads_apply_each_rows_own_head(gather_all):
+    """Grouped by epoch (the CPU's way) or every head on every row (an accelerator's: no host
+    synchronisation), each row gets its own epoch's logits, gradients included."""
+    heads = EpochHeads(
+        [torch.nn.Linear(4, 3), torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)],
+        logit_scales=[1.0, 2.0, 4.0],
+    )
+    heads.gather_all = gather_all
+    x = torch.randn(6, 4, requires_grad=True)
+    heads.rows = torch.tensor([0, 1, 1, 0, 1, 0])  # epoch 2 absent from the batch
     out = heads(x)
     for row, t in enumerate(heads.rows.tolist()):
-        torch.testing.assert_close(out[row], heads.heads[t](x[row]) / (1.0, 2.0)[t])
+        torch.testing.assert_close(out[row], heads.heads[t](x[row]) / (1.0, 2.0, 4.0)[t])
+    out.sum().backward()
+    expected = torch.stack([heads.heads[t].weight.sum(0) / (1.0, 2.0, 4.0)[t] for t in heads.rows])
+    torch.testing.assert_close(x.grad, expected)
 
 
 # ------------------------------------------------------------------ end to end

@@ -218,6 +218,7 @@ TRAIN_RULES: tuple[Rule, ...] = (
         method__warm_max_epochs=int_at_least(1),
         method__warm_min_epochs=int_at_least(1),
         method__layout_epochs=int_at_least(1),
+        method__max_draws_per_epoch=int_at_least(1),
         trainer__max_epochs=int_at_least(1),
     )
     + _rules(

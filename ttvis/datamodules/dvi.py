@@ -43,6 +43,8 @@ class DVIDataModule(EdgeDataModule):
         boundary_delta: largest normalised top-1/top-2 logit gap of a boundary point.
         boundary_steps: bisection steps per pair.
         batch_size: edges per optimizer step over all processes.
+        max_draws_per_epoch: edge draws per visualizer epoch at most, per subject epoch
+            (None: no cap; :meth:`EdgeDataModule.capped_draws`).
         metric: k-NN metric.
         exact_knn_below: see :func:`ttvis.knn.knn_backend` (``knn.exact_below``); NN-descent
             starts from ``prev_knn``.
@@ -85,6 +87,7 @@ class DVIDataModule(EdgeDataModule):
         metric: str = "euclidean",
         exact_knn_below: int = EXACT_BELOW,
         seed: int = 0,
+        max_draws_per_epoch: int | None = None,
         prev_knn: KNNGraph | None = None,
         prev_positions: np.ndarray | None = None,
         subject_head: SubjectHead | None = None,
@@ -95,7 +98,7 @@ class DVIDataModule(EdgeDataModule):
         repulsion_strength: float = 1.0,
         negative_sample_rate: int = 5,
     ) -> None:
-        super().__init__(run, n_neighbors, batch_size, seed)
+        super().__init__(run, n_neighbors, batch_size, seed, max_draws_per_epoch)
         self.epoch = epoch
         self.s_n_epochs = s_n_epochs
         self.b_n_epochs = b_n_epochs
@@ -149,6 +152,7 @@ class DVIDataModule(EdgeDataModule):
                 self.edges, self.n_edges = combine_edges(
                     self.edges, boundary, self.s_n_epochs, self.b_n_epochs
                 )
+        self.n_edges = self.capped_draws(self.n_edges)
         if self.boundary_mix_fraction > 0:
             self.segments = self._flip_segments()
         if self.prev_knn is not None:

@@ -161,15 +161,25 @@ class EdgeDataModule(L.LightningDataModule):
         batch_size: edges per optimizer step, over all processes (each of N processes draws
             ``ceil(batch_size / N)``).
         seed: seeds the k-NN and the edge draws.
+        max_draws_per_epoch: edge draws per visualizer epoch at most, per subject epoch in the
+            complex (None: no cap; see :meth:`capped_draws`).
     """
 
-    def __init__(self, run: TrainingRun, n_neighbors: int, batch_size: int, seed: int) -> None:
+    def __init__(
+        self,
+        run: TrainingRun,
+        n_neighbors: int,
+        batch_size: int,
+        seed: int,
+        max_draws_per_epoch: int | None = None,
+    ) -> None:
         super().__init__()
         run.require_training_points(n_neighbors)
         self.run = run
         self.n_neighbors = n_neighbors
         self.batch_size = batch_size
         self.seed = seed
+        self.max_draws_per_epoch = max_draws_per_epoch
         self._reps: np.ndarray | None = None
         self._stream: EdgeStream | None = None
 
@@ -180,6 +190,15 @@ class EdgeDataModule(L.LightningDataModule):
     def stream_spec(self) -> tuple[EdgeSet, int, int, dict[str, Tensor]]:
         """``(edges, draws per visualizer epoch, seed, per-vertex data)`` for the stream."""
         raise NotImplementedError
+
+    def capped_draws(self, n_draws: int, n_subject_epochs: int = 1) -> int:
+        """Edge draws per visualizer epoch: ``n_draws`` (from the edge weights, proportional
+        to the number of vertices), at most ``max_draws_per_epoch`` per subject epoch in the
+        complex. A large run then takes a fixed number of optimizer steps per visualizer epoch
+        instead of a number that grows with its size."""
+        if self.max_draws_per_epoch is None:
+            return n_draws
+        return min(n_draws, self.max_draws_per_epoch * n_subject_epochs)
 
     def anchor_vertices(self) -> np.ndarray | None:
         """``[V']`` each streamed vertex's anchor vertex (``-1``: none; see :class:`EdgeStream`),

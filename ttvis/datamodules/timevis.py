@@ -58,6 +58,8 @@ class TimeVisDataModule(EdgeDataModule):
             epochs' neighbour lists are over different selections, so shares run lower.
         anchor_power: sharpens the anchor weights.
         batch_size: edges per optimizer step over all processes.
+        max_draws_per_epoch: edge draws per visualizer epoch at most, per subject epoch
+            (None: no cap; :meth:`EdgeDataModule.capped_draws`).
         metric: spatial k-NN metric.
         exact_knn_below: see :func:`ttvis.knn.knn_backend` (``knn.exact_below``).
         seed: seeds the k-NN and the edge draws.
@@ -81,10 +83,11 @@ class TimeVisDataModule(EdgeDataModule):
         metric: str = "euclidean",
         exact_knn_below: int = EXACT_BELOW,
         seed: int = 0,
+        max_draws_per_epoch: int | None = None,
     ) -> None:
         if sampling not in SAMPLING:
             raise RunError(f"method.sampling={sampling!r}: expected one of {', '.join(SAMPLING)}")
-        super().__init__(run, n_neighbors, batch_size, seed)
+        super().__init__(run, n_neighbors, batch_size, seed, max_draws_per_epoch)
         self.s_n_epochs = s_n_epochs
         self.t_n_epochs = t_n_epochs
         self.t_n_neighbors = t_n_neighbors
@@ -136,6 +139,7 @@ class TimeVisDataModule(EdgeDataModule):
         self.edges, self.n_edges = combine_edges(
             self.spatial, self.temporal, self.s_n_epochs, self.t_n_epochs
         )
+        self.n_edges = self.capped_draws(self.n_edges, len(self.run.epochs))
         if len(self.edges) == 0 or self.n_edges == 0:
             raise RunError(f"{self.run.content_path}: the spatio-temporal complex has no edges")
         self._log_complex(t_spatial - start, time.perf_counter() - t_spatial)

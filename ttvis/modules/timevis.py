@@ -26,8 +26,11 @@ class EpochHeads(nn.Module):
             every epoch on the same footing. Argmax, and so prediction preserving, is unchanged.
 
     Before each call set :attr:`rows` to the ``[M]`` epoch positions of the rows about to be
-    passed; the forward pass groups rows by epoch (a loop over the epochs present, vectorised
-    over rows).
+    passed. On the CPU the forward pass groups rows by epoch (a loop over the epochs present,
+    vectorised over rows). On an accelerator grouping would make the host wait for each
+    epoch's row count every step, so there every head runs on every row and each row keeps
+    its own epoch's logits: E times the head's arithmetic (a head is small next to the
+    autoencoder), no synchronisation. :attr:`gather_all` forces one or the other.
     """
 
     def __init__(self, heads: list[nn.Module], logit_scales: list[float] | None = None) -> None:
@@ -36,6 +39,7 @@ class EpochHeads(nn.Module):
         scales = torch.ones(len(heads)) if logit_scales is None else torch.tensor(logit_scales)
         self.register_buffer("logit_scales", scales.float().clamp_min(1e-6))
         self.rows: Tensor | None = None
+        self.gather_all: bool | None = None  # None: on any device but the CPU
 
     def forward(self, x: Tensor) -> Tensor:
         rows = self.rows
@@ -44,6 +48,11 @@ class EpochHeads(nn.Module):
                 f"EpochHeads: {x.shape[0]} rows but epoch positions for "
                 f"{None if rows is None else rows.shape[0]}; set .rows before the call"
             )
+        gather_all = x.device.type != "cpu" if self.gather_all is None else self.gather_all
+        return self._every_head(x, rows) if gather_all else self._grouped(x, rows)
+
+    def _grouped(self, x: Tensor, rows: Tensor) -> Tensor:
+        """``[M, C]``: each epoch's head on its own rows only."""
         out: Tensor | None = None
         for t in torch.unique(rows).tolist():
             mask = rows == t
@@ -53,6 +62,11 @@ class EpochHeads(nn.Module):
             out[mask] = logits
         assert out is not None
         return out
+
+    def _every_head(self, x: Tensor, rows: Tensor) -> Tensor:
+        """``[M, C]``: every head on every row (``[E, M, C]``), each row's own epoch kept."""
+        every = torch.stack([head(x) for head in self.heads]) / self.logit_scales[:, None, None]
+        return every[rows, torch.arange(x.shape[0], device=x.device)]
 
 
 class TimeVisModule(VisualizerModule):
