@@ -1,0 +1,84 @@
+"""Drive a written viewer in headless Chromium, for the tests and ``benchmarks/view_frames.py``.
+
+Uses Selenium (the ``test`` extra) with the system's Chromium and chromedriver (Debian:
+``apt-get install chromium chromium-driver``); both paths are given, so Selenium never tries
+to download a browser or a driver. With ``--disable-gpu`` Chromium renders WebGL in software
+(SwiftShader): frame times measured this way are an upper bound for a machine with a GPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["CHROMEDRIVER", "CHROMIUM", "WINDOW", "browser_missing", "chromium", "open_viewer"]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+WINDOW = (1280, 900)  # CSS pixels of the headless window
+FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--enable-unsafe-swiftshader",  # WebGL on the CPU when there is no GPU
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--allow-file-access-from-files",  # not needed by the viewer; keeps file:// like a user's
+    "--force-device-scale-factor=1",
+)
+
+
+def browser_missing() -> str | None:
+    """Why the viewer cannot be driven here (no Chromium, chromedriver or Selenium), or None."""
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not path.is_file():
+            return f"{path} not found (apt-get install chromium chromium-driver)"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install -e '.[test]')"
+    return None
+
+
+@contextlib.contextmanager
+def chromium(window: tuple[int, int] = WINDOW) -> Iterator:
+    """A headless Chromium WebDriver with a fresh profile, console messages logged
+    (``driver.get_log("browser")``); quit and its profile removed on leaving."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="ttvis-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--window-size={window[0]},{window[1]}")
+    options.add_argument(f"--user-data-dir={profile}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def open_viewer(driver, index: str | Path, timeout: float = 30.0) -> dict:
+    """Load ``index`` (an index.html) from ``file://`` and wait until the page has read all its
+    data; return ``window.ttvisView.state()``."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(Path(index).resolve().as_uri())
+    WebDriverWait(driver, timeout).until(
+        lambda d: d.execute_script(
+            "return !!window.ttvisView && (window.ttvisView.state().ready "
+            "|| window.ttvisView.state().errors.length > 0)"
+        )
+    )
+    return driver.execute_script("return window.ttvisView.state()")
