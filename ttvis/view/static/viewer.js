@@ -353,13 +353,13 @@ function tick(now) {
   if (!S.playing) return;
   const dt = now - S.lastTick;
   S.lastTick = now;
-  if (S.frameLog.length < 100000) S.frameLog.push(dt);
   S.frame += dt / S.manifest.page.epoch_ms;
   if (S.frame >= S.epochs.length - 1) {
     setFrame(S.epochs.length - 1);
     return play(false);
   }
   setFrame(S.frame);
+  if (S.frameLog.length < 100000) S.frameLog.push([dt, performance.now() - now]);
   requestAnimationFrame(tick);
 }
 
@@ -591,6 +591,8 @@ window.ttvisView = {
   position(v, s) {
     return pointAt(S.panels[v], frameParts(), s * S.F);
   },
+  // [interval since the previous animation frame, time spent drawing this one] per frame
+  // while playing, ms.
   frameTimes() {
     return S.frameLog.slice();
   },

@@ -1,0 +1,142 @@
+"""Frame times of the interactive viewer on a large run, in headless Chromium.
+
+    python benchmarks/view_frames.py [--points 60000] [--epochs 50] [--classes 10] [--vis 1]
+                                     [--seconds 15] [--resolution 300] [--keep DIR]
+
+Writes a synthetic run and export in a temporary folder (or ``--keep DIR``), no training:
+``--points`` samples (80% train, 20% test) whose 2-D positions random-walk around class centres
+over ``--epochs`` epochs, logits that mostly agree with the labels, one uniform background per
+epoch, and ``--vis`` export folders side by side. Then writes the viewer
+(:func:`ttvis.view.write_viewer`, the page settings of ``conf/view.yaml``), opens it from
+``file://`` in headless Chromium (:mod:`ttvis.view.headless`), plays the animation for
+``--seconds`` and prints the time to write the viewer, to load it, and the median and 95th
+percentile of the intervals between animation frames (``requestAnimationFrame``, measured in
+the page). Chromium runs with ``--disable-gpu``: WebGL is rendered in software (SwiftShader)
+on the CPU, so a machine with a GPU draws faster than this.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+from PIL import Image
+
+from ttvis.export import class_palette, projection_scale
+from ttvis.export_folder import ExportFolder
+from ttvis.run import TrainingRun
+from ttvis.view import collect_view_data, write_viewer
+from ttvis.view.headless import browser_missing, chromium, open_viewer
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+STEP = 0.15  # random-walk step of a sample per epoch, in class-spread units
+SPREAD = 1.0  # spread of a class around its centre
+CENTRE_RADIUS = 6.0  # class centres on a circle of this radius
+
+
+def write_run(root: Path, n: int, epochs: int, classes: int, n_vis: int, side: int) -> None:
+    """A run folder with ``n_vis`` export folders (``V0``, ``V1``, ...) under ``root``."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, classes, n)
+    for sub in ("representation", "prediction", "label"):
+        (root / "dataset" / sub).mkdir(parents=True)
+    np.save(root / "dataset" / "label" / "labels.npy", labels)
+    order = rng.permutation(n)
+    split = int(0.8 * n)
+    index = {"train": sorted(order[:split].tolist()), "test": sorted(order[split:].tolist())}
+    (root / "index.json").write_text(json.dumps(index))
+    angle = 2 * np.pi * np.arange(classes) / classes
+    centres = CENTRE_RADIUS * np.stack([np.cos(angle), np.sin(angle)], axis=1)
+    walks = [centres[labels] + SPREAD * rng.standard_normal((n, 2)) for _ in range(n_vis)]
+    palette = (class_palette(classes) * 255).astype(np.uint8)
+    for epoch in range(1, epochs + 1):
+        np.save(root / "dataset" / "representation" / f"{epoch}.npy", np.zeros((n, 1), np.float32))
+        logits = rng.standard_normal((n, classes)).astype(np.float32)
+        logits[np.arange(n), labels] += 1.0 + 3.0 * epoch / epochs
+        np.save(root / "dataset" / "prediction" / f"{epoch}.npy", logits)
+        for v, walk in enumerate(walks):
+            walk += STEP * rng.standard_normal(walk.shape)
+            folder = root / "visualize" / f"V{v}"
+            for sub in ("projection", "scale", "bgimg"):
+                (folder / sub).mkdir(parents=True, exist_ok=True)
+            np.save(folder / "projection" / f"{epoch}.npy", walk.astype(np.float32))
+            np.save(folder / "scale" / f"{epoch}.npy", projection_scale(walk).astype(np.float32))
+            colour = palette[epoch % classes] // 2 + 127
+            image = np.broadcast_to(colour, (side, side, 3)).astype(np.uint8)
+            Image.fromarray(image).save(folder / "bgimg" / f"{epoch}.png")
+
+
+def measure(index: Path, seconds: float) -> dict[str, float]:
+    """Load ``index`` in headless Chromium, play for ``seconds``; the figures in ms."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    with chromium() as driver:
+        start = time.perf_counter()
+        state = open_viewer(driver, index, timeout=600)
+        load = time.perf_counter() - start
+        if not state["ready"]:
+            raise SystemExit(f"the page failed: {state['errors']}")
+        ActionChains(driver).send_keys(" ").perform()
+        time.sleep(seconds)
+        frames = np.asarray(driver.execute_script("return window.ttvisView.frameTimes()"))
+        webgl = driver.execute_script("return window.ttvisView.state().webgl")
+    frames = frames[1:]  # the first interval starts at the key press
+    return {
+        "load_s": load,
+        "frames": len(frames),
+        "median_ms": float(np.median(frames[:, 0])),
+        "p95_ms": float(np.percentile(frames[:, 0], 95)),
+        "draw_median_ms": float(np.median(frames[:, 1])),
+        "draw_p95_ms": float(np.percentile(frames[:, 1], 95)),
+        "webgl": all(webgl),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--points", type=int, default=60000)
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--vis", type=int, default=1, help="export folders side by side")
+    parser.add_argument("--seconds", type=float, default=15.0, help="how long to play")
+    parser.add_argument("--resolution", type=int, default=300, help="background side, px")
+    parser.add_argument("--keep", type=Path, help="write the run here and keep it")
+    args = parser.parse_args()
+    reason = browser_missing()
+    if reason:
+        raise SystemExit(reason)
+    if args.keep:
+        return run_benchmark(args, args.keep)
+    with tempfile.TemporaryDirectory(prefix="ttvis-view-frames-") as tmp:
+        run_benchmark(args, Path(tmp) / "run")
+
+
+def run_benchmark(args: argparse.Namespace, root: Path) -> None:
+    """Write the run and the viewer under ``root``, measure, print one line."""
+    write_run(root, args.points, args.epochs, args.classes, args.vis, args.resolution)
+    page = OmegaConf.to_container(OmegaConf.load(CONF / "view.yaml").page)
+    start = time.perf_counter()
+    run = TrainingRun(root, check_values=False)
+    folders = [ExportFolder.of(root, f"V{v}") for v in range(args.vis)]
+    data = collect_view_data(run, folders, page["list_size"])
+    index = write_viewer(data, root / "visualize" / "view", page)
+    written = time.perf_counter() - start
+    size = sum(p.stat().st_size for p in index.parent.rglob("*") if p.is_file()) / 2**20
+    result = measure(index, args.seconds)
+    print(
+        f"{args.points} points x {args.epochs} epochs x {args.vis} map(s): viewer written in "
+        f"{written:.1f} s ({size:.1f} MB), loaded in {result['load_s']:.1f} s; "
+        f"{result['frames']} frames, interval median {result['median_ms']:.1f} ms, "
+        f"p95 {result['p95_ms']:.1f} ms; the page's own drawing per frame median "
+        f"{result['draw_median_ms']:.1f} ms, p95 {result['draw_p95_ms']:.1f} ms "
+        f"(WebGL: {result['webgl']})"
+    )
+
+
+if __name__ == "__main__":
+    main()
