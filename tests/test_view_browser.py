@@ -33,6 +33,7 @@ PAGE = {
     "faded_alpha": 0.06,
     "list_size": 10,
     "trail_width": 2,
+    "zoom_speed": 0.002,
     "max_legend_classes": 40,
 }
 BLUE = (31, 119, 180)  # label 0 (cat) in the tab10 palette
@@ -165,10 +166,12 @@ def test_hover_shows_the_tooltip_and_click_pins(page):
     assert state(page)["pinned"] == []
 
 
-@pytest.mark.parametrize("epoch", [1, 3])
-def test_the_background_lines_up_with_the_points(page, epoch):
+@pytest.mark.parametrize(("epoch", "renderer"), [(1, "webgl"), (3, "webgl"), (3, "2d")])
+def test_the_background_lines_up_with_the_points(page, index, epoch, renderer):
     from selenium.webdriver.common.keys import Keys
 
+    if renderer == "2d":  # the fallback for browsers without WebGL
+        assert open_viewer(page, index, query="renderer=2d")["webgl"] == [False, False]
     if epoch != 1:
         press(page, Keys.END)
     assert state(page)["epoch"] == epoch
@@ -186,6 +189,25 @@ def test_the_background_lines_up_with_the_points(page, epoch):
         outside = image[int(y + dy * (half + 4)), int(x + dx * (half + 4))]
         assert near(inside, faded_red), (dx, dy, inside)
         assert near(outside, (255, 255, 255)), (dx, dy, outside)
+
+
+def test_wheel_zooms_about_the_cursor_and_0_resets(page):
+    x, y = viewport_of(page, 0, 0)
+    box = state(page)["boxes"][0]
+    page.execute_script(
+        "const stage = document.querySelector('.stage');"
+        "stage.dispatchEvent(new WheelEvent('wheel', {clientX: arguments[0], clientY: arguments[1],"
+        " deltaY: -300, bubbles: true, cancelable: true}));",
+        x,
+        y,
+    )
+    zoomed = state(page)
+    assert zoomed["zoom"]["k"] == pytest.approx(np.exp(0.6))
+    width = zoomed["boxes"][0][2] - zoomed["boxes"][0][0]
+    assert width == pytest.approx((box[2] - box[0]) / np.exp(0.6))
+    assert viewport_of(page, 0, 0) == (x, y)  # the sample under the cursor stays there
+    press(page, "0")
+    assert state(page)["boxes"][0] == box
 
 
 def test_filters_and_lists(page):

@@ -258,6 +258,7 @@ VIEW_RULES: tuple[Rule, ...] = (VIS_RULE, EPOCHS_RULE) + _rules(
     page__faded_alpha=share(),
     page__list_size=int_at_least(0),
     page__trail_width=positive(),
+    page__zoom_speed=positive(),
     page__max_legend_classes=int_at_least(0),
 )
 

@@ -69,12 +69,12 @@ def chromium(window: tuple[int, int] = WINDOW) -> Iterator:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def open_viewer(driver, index: str | Path, timeout: float = 30.0) -> dict:
-    """Load ``index`` (an index.html) from ``file://`` and wait until the page has read all its
-    data; return ``window.ttvisView.state()``."""
+def open_viewer(driver, index: str | Path, timeout: float = 30.0, query: str = "") -> dict:
+    """Load ``index`` (an index.html) from ``file://`` (``query``: e.g. ``"renderer=2d"``) and
+    wait until the page has read all its data; return ``window.ttvisView.state()``."""
     from selenium.webdriver.support.ui import WebDriverWait
 
-    driver.get(Path(index).resolve().as_uri())
+    driver.get(Path(index).resolve().as_uri() + (f"?{query}" if query else ""))
     WebDriverWait(driver, timeout).until(
         lambda d: d.execute_script(
             "return !!window.ttvisView && (window.ttvisView.state().ready "

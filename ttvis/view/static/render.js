@@ -1,4 +1,5 @@
-// ttvis viewer: draws one panel's points, WebGL where the browser has it, else a 2-D canvas.
+// ttvis viewer: draws one panel's points, WebGL where the browser has it, else a 2-D canvas
+// (slower; index.html?renderer=2d forces it).
 // Positions stay in data coordinates; the shader interpolates two epochs' positions by t and
 // maps the view box [x_min, y_min, x_max, y_max] onto the canvas (y up), so points and the
 // background image (placed by the same box) agree.
@@ -40,7 +41,8 @@ class PointLayer {
     this.canvas = canvas;
     this.n = 0;
     const options = { antialias: false, preserveDrawingBuffer: true, alpha: true };
-    this.gl = canvas.getContext("webgl", options);
+    const forced2d = new URLSearchParams(window.location.search).get("renderer") === "2d";
+    this.gl = forced2d ? null : canvas.getContext("webgl", options);
     this.webgl = !!this.gl;
     if (this.webgl) this._setupGL();
     else this.ctx = canvas.getContext("2d");

@@ -28,6 +28,9 @@ const S = {
   styleEpoch: -1,
   panels: [],
   size: 300,
+  zoom: { k: 1, cx: 0.5, cy: 0.5 }, // magnification and centre, in shares of the epoch's box
+  drag: null, // {x, y, moved} while the mouse button is down on a panel
+  view: 0, // bumped when what is on screen moves without the frame changing (zoom, filters)
 };
 
 window.addEventListener("error", (e) => S.errors.push(String(e.message || e)));
@@ -120,7 +123,7 @@ function buildPanels() {
       layer: new PointLayer(el.querySelector(".points")),
       overlay: el.querySelector(".overlay"),
       grid: new GridIndex(S.manifest.page.hover_radius),
-      gridFrame: null, xs: null, ys: null, shown: [-1, -1],
+      gridKey: null, xs: null, ys: null, shown: [-1, -1],
       images: {},
     };
     el.querySelector(".bgclip").style.opacity = S.manifest.page.background_opacity;
@@ -129,12 +132,16 @@ function buildPanels() {
       img.src = vis.backgrounds[e];
       panel.images[e] = img;
     }
-    stage.addEventListener("mousemove", (ev) => onHover(panel, ev));
+    stage.addEventListener("mousemove", (ev) => onMove(panel, ev));
     stage.addEventListener("mouseleave", () => setHovered(-1));
-    stage.addEventListener("click", () => S.hovered >= 0 && togglePin(S.hovered));
+    stage.addEventListener("mousedown", (ev) => (S.drag = { x: ev.clientX, y: ev.clientY, moved: false }));
+    stage.addEventListener("click", () => !S.drag?.moved && S.hovered >= 0 && togglePin(S.hovered));
+    stage.addEventListener("wheel", (ev) => onWheel(panel, ev), { passive: false });
+    stage.addEventListener("dblclick", () => zoomTo({ k: 1, cx: 0.5, cy: 0.5 }));
     return panel;
   });
   window.addEventListener("resize", () => S.ready && (layout(), render()));
+  window.addEventListener("mouseup", () => setTimeout(() => (S.drag = null), 0));
 }
 
 function layout() {
@@ -152,8 +159,8 @@ function layout() {
       c.style.width = c.style.height = S.size + "px";
     }
     p.el.querySelector(".panel-metrics").style.width = S.size + "px";
-    p.gridFrame = null;
   }
+  S.view++;
 }
 
 // The shown epochs (indices i0, i1), the weight t of i1, and each panel's box at S.frame.
@@ -167,7 +174,55 @@ function frameParts() {
 function boxOf(panel, parts) {
   const a = panel.vis.scales[S.epochs[parts.i0]];
   const b = panel.vis.scales[S.epochs[parts.i1]];
-  return a.map((x, k) => x + (b[k] - x) * parts.t);
+  const [x0, y0, x1, y1] = a.map((x, k) => x + (b[k] - x) * parts.t);
+  const { k, cx, cy } = S.zoom;
+  const w = x1 - x0;
+  const h = y1 - y0;
+  return [x0 + (cx - 0.5 / k) * w, y0 + (cy - 0.5 / k) * h, x0 + (cx + 0.5 / k) * w, y0 + (cy + 0.5 / k) * h];
+}
+
+// ------------------------------------------------------------------ zoom and pan (all panels)
+
+function zoomTo(zoom) {
+  S.zoom = zoom;
+  S.view++;
+  render();
+}
+
+// The wheel zooms about the cursor: the box share under it stays under it.
+function onWheel(panel, ev) {
+  ev.preventDefault();
+  const [mx, my] = stageXY(panel, ev);
+  const { k, cx, cy } = S.zoom;
+  const u = mx / S.size;
+  const v = 1 - my / S.size;
+  const k2 = Math.min(Math.max(k * Math.exp(-ev.deltaY * S.manifest.page.zoom_speed), 1), 1000);
+  const qx = cx - 0.5 / k + u / k;
+  const qy = cy - 0.5 / k + v / k;
+  zoomTo({ k: k2, cx: qx - u / k2 + 0.5 / k2, cy: qy - v / k2 + 0.5 / k2 });
+}
+
+function onMove(panel, ev) {
+  const d = S.drag;
+  if (d && ev.buttons === 1) {
+    const dx = ev.clientX - d.x;
+    const dy = ev.clientY - d.y;
+    if (d.moved || Math.abs(dx) + Math.abs(dy) > 3) {
+      d.moved = true;
+      d.x = ev.clientX;
+      d.y = ev.clientY;
+      const { k, cx, cy } = S.zoom;
+      zoomTo({ k, cx: cx - dx / S.size / k, cy: cy + dy / S.size / k });
+      return;
+    }
+  }
+  onHover(panel, ev);
+}
+
+// CSS px of a mouse event inside the panel's stage (its border excluded).
+function stageXY(panel, ev) {
+  const rect = panel.stage.getBoundingClientRect();
+  return [ev.clientX - rect.left - panel.stage.clientLeft, ev.clientY - rect.top - panel.stage.clientTop];
 }
 
 // Data (x, y) -> CSS px inside the panel's stage, for a box.
@@ -373,10 +428,8 @@ function step(delta) {
 
 function onHover(panel, ev) {
   if (!S.ready) return;
-  const rect = panel.stage.getBoundingClientRect();
-  const x = ev.clientX - rect.left - panel.stage.clientLeft;
-  const y = ev.clientY - rect.top - panel.stage.clientTop;
-  if (panel.gridFrame !== S.frame) buildGrid(panel);
+  const [x, y] = stageXY(panel, ev);
+  if (panel.gridKey !== `${S.frame}|${S.view}`) buildGrid(panel);
   const point = panel.grid.nearest(x, y, S.manifest.page.hover_radius);
   setHovered(point < 0 ? -1 : Math.floor(point / S.F), ev.clientX, ev.clientY);
 }
@@ -395,7 +448,7 @@ function buildGrid(panel) {
     panel.ys[p] = y;
   }
   panel.grid.build(panel.xs, panel.ys, P, (p) => S.visible[Math.floor(p / S.F)] === 1, S.size, S.size);
-  panel.gridFrame = S.frame;
+  panel.gridKey = `${S.frame}|${S.view}`;
 }
 
 function describe(s) {
@@ -478,7 +531,7 @@ function onFilter() {
   f.index = parseIndices(document.getElementById("f-index").value);
   S.colourBy = document.getElementById("colour-by").value;
   S.styleEpoch = -1;
-  for (const panel of S.panels) panel.gridFrame = null;
+  S.view++;
   updateLegend();
   render();
 }
@@ -554,6 +607,7 @@ function onKey(ev) {
     Home: () => (play(false), setFrame(0)),
     End: () => (play(false), setFrame(last)),
     Escape: () => ((S.pinned = []), updatePinned(), render()),
+    0: () => zoomTo({ k: 1, cx: 0.5, cy: 0.5 }),
   };
   const action = actions[ev.key];
   if (!action) return;
@@ -575,6 +629,7 @@ window.ttvisView = {
       playing: S.playing,
       hovered: S.hovered,
       pinned: S.pinned.slice(),
+      zoom: { ...S.zoom },
       webgl: S.panels.map((p) => p.layer.webgl),
       boxes: S.ready ? S.panels.map((p) => boxOf(p, parts)) : [],
       visible: S.visible ? S.visible.reduce((a, b) => a + b, 0) : 0,
