@@ -299,10 +299,14 @@ function updateStyle(i) {
     S.visible[s] = ok ? 1 : 0;
     count += ok;
   }
+  const byLabel = S.colourBy === "label";
   for (let p = 0; p < P; p++) {
     const s = Math.floor(p / S.F);
-    const c = palette[S.colourBy === "label" ? S.labels[s] : pred[s]];
-    colours.set([c[0], c[1], c[2], S.visible[s] ? 255 : faded], 4 * p);
+    const c = palette[byLabel ? S.labels[s] : pred[s]];
+    colours[4 * p] = c[0];
+    colours[4 * p + 1] = c[1];
+    colours[4 * p + 2] = c[2];
+    colours[4 * p + 3] = S.visible[s] ? 255 : faded;
     rings[p] = S.split[s] === test ? 1 : 0;
   }
   for (const panel of S.panels) panel.layer.setStyle(colours, rings);
