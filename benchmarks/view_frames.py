@@ -2,6 +2,7 @@
 
     python benchmarks/view_frames.py [--points 60000] [--epochs 50] [--classes 10] [--vis 1]
                                      [--seconds 15] [--resolution 300] [--keep DIR]
+                                     [--renderers auto webgl canvas]
 
 Writes a synthetic run and export in a temporary folder (or ``--keep DIR``), no training:
 ``--points`` samples (80% train, 20% test) whose 2-D positions random-walk around class centres
@@ -11,8 +12,10 @@ epoch, and ``--vis`` export folders side by side. Then writes the viewer
 ``file://`` in headless Chromium (:mod:`ttvis.view.headless`), plays the animation for
 ``--seconds`` and prints the time to write the viewer, to load it, and the median and 95th
 percentile of the intervals between animation frames (``requestAnimationFrame``, measured in
-the page). Chromium runs with ``--disable-gpu``: WebGL is rendered in software (SwiftShader)
-on the CPU, so a machine with a GPU draws faster than this.
+the page), once per ``--renderers`` value (default: ``auto``, what a user gets, then ``webgl``
+and ``canvas`` forced). Chromium runs with ``--disable-gpu``: WebGL is rendered in software
+(SwiftShader) on the CPU, where ``auto`` picks the canvas path; a browser with a GPU draws with
+WebGL.
 """
 
 from __future__ import annotations
@@ -71,20 +74,21 @@ def write_run(root: Path, n: int, epochs: int, classes: int, n_vis: int, side: i
             Image.fromarray(image).save(folder / "bgimg" / f"{epoch}.png")
 
 
-def measure(index: Path, seconds: float) -> dict[str, float]:
-    """Load ``index`` in headless Chromium, play for ``seconds``; the figures in ms."""
+def measure(index: Path, seconds: float, renderer: str) -> dict[str, float]:
+    """Load ``index?renderer=RENDERER`` in headless Chromium, play for ``seconds``; the figures
+    in ms."""
     from selenium.webdriver.common.action_chains import ActionChains
 
     with chromium() as driver:
         start = time.perf_counter()
-        state = open_viewer(driver, index, timeout=600)
+        state = open_viewer(driver, index, timeout=600, query=f"renderer={renderer}")
         load = time.perf_counter() - start
         if not state["ready"]:
             raise SystemExit(f"the page failed: {state['errors']}")
         ActionChains(driver).send_keys(" ").perform()
         time.sleep(seconds)
         frames = np.asarray(driver.execute_script("return window.ttvisView.frameTimes()"))
-        webgl = driver.execute_script("return window.ttvisView.state().webgl")
+        now = driver.execute_script("return window.ttvisView.state()")
     frames = frames[1:]  # the first interval starts at the key press
     return {
         "load_s": load,
@@ -93,7 +97,8 @@ def measure(index: Path, seconds: float) -> dict[str, float]:
         "p95_ms": float(np.percentile(frames[:, 0], 95)),
         "draw_median_ms": float(np.median(frames[:, 1])),
         "draw_p95_ms": float(np.percentile(frames[:, 1], 95)),
-        "webgl": all(webgl),
+        "drawn_by": now["renderers"][0],
+        "webgl_renderer": now["webglRenderer"],
     }
 
 
@@ -106,6 +111,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="how long to play")
     parser.add_argument("--resolution", type=int, default=300, help="background side, px")
     parser.add_argument("--keep", type=Path, help="write the run here and keep it")
+    parser.add_argument(
+        "--renderers",
+        nargs="+",
+        default=["auto", "webgl", "canvas"],
+        help="page.renderer values to measure in turn (auto: what a user gets)",
+    )
     args = parser.parse_args()
     reason = browser_missing()
     if reason:
@@ -127,15 +138,18 @@ def run_benchmark(args: argparse.Namespace, root: Path) -> None:
     index = write_viewer(data, root / "visualize" / "view", page)
     written = time.perf_counter() - start
     size = sum(p.stat().st_size for p in index.parent.rglob("*") if p.is_file()) / 2**20
-    result = measure(index, args.seconds)
     print(
         f"{args.points} points x {args.epochs} epochs x {args.vis} map(s): viewer written in "
-        f"{written:.1f} s ({size:.1f} MB), loaded in {result['load_s']:.1f} s; "
-        f"{result['frames']} frames, interval median {result['median_ms']:.1f} ms, "
-        f"p95 {result['p95_ms']:.1f} ms; the page's own drawing per frame median "
-        f"{result['draw_median_ms']:.1f} ms, p95 {result['draw_p95_ms']:.1f} ms "
-        f"(WebGL: {result['webgl']})"
+        f"{written:.1f} s ({size:.1f} MB)"
     )
+    for renderer in args.renderers:
+        r = measure(index, args.seconds, renderer)
+        print(
+            f"renderer={renderer} (drawn by {r['drawn_by']}; WebGL: {r['webgl_renderer']}): "
+            f"loaded in {r['load_s']:.1f} s; {r['frames']} frames, interval median "
+            f"{r['median_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms; the page's own drawing per "
+            f"frame median {r['draw_median_ms']:.1f} ms, p95 {r['draw_p95_ms']:.1f} ms"
+        )
 
 
 if __name__ == "__main__":

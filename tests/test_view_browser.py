@@ -26,6 +26,7 @@ pytestmark = pytest.mark.slow
 
 # The page settings of conf/view.yaml that the checks below depend on.
 PAGE = {
+    "renderer": "auto",
     "point_size": 6,
     "hover_radius": 8,
     "epoch_ms": 300,
@@ -114,7 +115,8 @@ def test_page_loads_from_file_without_console_errors(page):
     assert page.current_url.startswith("file://")
     now = state(page)
     assert now["epoch"] == 1 and now["errors"] == [] and now["visible"] == viewdata.N_SAMPLES
-    assert now["webgl"] == [True, True], "WebGL unavailable: the 2-D fallback drew the points"
+    software = any(name in now["webglRenderer"] for name in ("SwiftShader", "llvmpipe"))
+    assert now["renderers"] == ["canvas" if software else "webgl"] * 2, now["webglRenderer"]
     severe = [e for e in page.get_log("browser") if e["level"] == "SEVERE"]
     assert severe == []
     status = page.find_element("id", "status").text
@@ -166,12 +168,13 @@ def test_hover_shows_the_tooltip_and_click_pins(page):
     assert state(page)["pinned"] == []
 
 
-@pytest.mark.parametrize(("epoch", "renderer"), [(1, "webgl"), (3, "webgl"), (3, "2d")])
+@pytest.mark.parametrize("renderer", ["webgl", "canvas"])
+@pytest.mark.parametrize("epoch", [1, 3])
 def test_the_background_lines_up_with_the_points(page, index, epoch, renderer):
     from selenium.webdriver.common.keys import Keys
 
-    if renderer == "2d":  # the fallback for browsers without WebGL
-        assert open_viewer(page, index, query="renderer=2d")["webgl"] == [False, False]
+    loaded = open_viewer(page, index, query=f"renderer={renderer}")
+    assert loaded["renderers"] == [renderer, renderer]
     if epoch != 1:
         press(page, Keys.END)
     assert state(page)["epoch"] == epoch
@@ -182,7 +185,7 @@ def test_the_background_lines_up_with_the_points(page, index, epoch, renderer):
     right = page.execute_script("return window.ttvisView.dataToViewport(0, ...arguments)", x1, y0)
     half = (right[0] - left[0]) / 2  # the square's half side on screen, CSS px
     assert half > 20
-    assert near(image[y, x], BLUE)  # the point, drawn by WebGL
+    assert near(image[y, x], BLUE)  # the point, drawn by WebGL or the canvas path
     faded_red = (255, 102, 102)  # red at background_opacity over white
     for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1)):
         inside = image[int(y + dy * (half - 4)), int(x + dx * (half - 4))]

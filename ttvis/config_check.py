@@ -251,6 +251,7 @@ VIEW_RULES: tuple[Rule, ...] = (VIS_RULE, EPOCHS_RULE) + _rules(
     serve=_boolean(),
     host=_text(),
     port=(lambda v: _integer(v) and 0 <= v <= 65535, "an integer in 0..65535"),
+    page__renderer=one_of("auto", "webgl", "canvas"),
     page__point_size=positive(),
     page__hover_radius=positive(),
     page__epoch_ms=positive(),

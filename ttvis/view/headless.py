@@ -70,7 +70,7 @@ def chromium(window: tuple[int, int] = WINDOW) -> Iterator:
 
 
 def open_viewer(driver, index: str | Path, timeout: float = 30.0, query: str = "") -> dict:
-    """Load ``index`` (an index.html) from ``file://`` (``query``: e.g. ``"renderer=2d"``) and
+    """Load ``index`` (an index.html) from ``file://`` (``query``: e.g. ``"renderer=canvas"``) and
     wait until the page has read all its data; return ``window.ttvisView.state()``."""
     from selenium.webdriver.support.ui import WebDriverWait
 

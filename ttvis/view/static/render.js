@@ -1,5 +1,6 @@
-// ttvis viewer: draws one panel's points, WebGL where the browser has it, else a 2-D canvas
-// (slower; index.html?renderer=2d forces it).
+// ttvis viewer: draws one panel's points with WebGL where the browser renders it on a GPU, else
+// by writing pixels into a 2-D canvas (faster than WebGL rendered in software; see
+// chooseRenderer; index.html?renderer=webgl or ?renderer=canvas forces one).
 // Positions stay in data coordinates; the shader interpolates two epochs' positions by t and
 // maps the view box [x_min, y_min, x_max, y_max] onto the canvas (y up), so points and the
 // background image (placed by the same box) agree.
@@ -37,12 +38,14 @@ void main() {
 }`;
 
 class PointLayer {
-  constructor(canvas) {
+  // mode: "webgl", "canvas", or "auto" (WebGL unless the browser renders it in software, where
+  // the canvas path is faster); the page's ?renderer=webgl|canvas overrides it.
+  constructor(canvas, mode) {
     this.canvas = canvas;
     this.n = 0;
+    this.mode = chooseRenderer(new URLSearchParams(window.location.search).get("renderer") || mode);
     const options = { antialias: false, preserveDrawingBuffer: true, alpha: true };
-    const forced2d = new URLSearchParams(window.location.search).get("renderer") === "2d";
-    this.gl = forced2d ? null : canvas.getContext("webgl", options);
+    this.gl = this.mode === "webgl" ? canvas.getContext("webgl", options) : null;
     this.webgl = !!this.gl;
     if (this.webgl) this._setupGL();
     else this.ctx = canvas.getContext("2d");
@@ -105,7 +108,11 @@ class PointLayer {
   setStyle(colours, rings) {
     this.colours = colours;
     this.rings = rings;
-    if (!this.webgl) return;
+    if (!this.webgl) {
+      // RGBA bytes as one little-endian uint32 per point, as ImageData stores a pixel
+      this.packed = new Uint32Array(colours.buffer.slice(0));
+      return;
+    }
     this._upload("a_colour", colours, 4, this.gl.UNSIGNED_BYTE, true);
     this._upload("a_ring", rings, 1, this.gl.FLOAT, false);
   }
@@ -124,24 +131,85 @@ class PointLayer {
     gl.drawArrays(gl.POINTS, 0, this.n);
   }
 
+  // The canvas path: each point's pixels written into one ImageData (no per-point canvas
+  // calls), a disc or a ring of the same size as WebGL's; the last point drawn wins a pixel.
   _draw2d(t, box, size) {
-    const ctx = this.ctx;
     const w = this.canvas.width;
     const h = this.canvas.height;
-    ctx.clearRect(0, 0, w, h);
-    if (!this.n || !this.colours) return;
-    const sx = w / (box[2] - box[0]);
-    const sy = h / (box[3] - box[1]);
-    const c = this.colours;
-    for (let i = 0; i < this.n; i++) {
-      const x = (this.p0[2 * i] + (this.p1[2 * i] - this.p0[2 * i]) * t - box[0]) * sx;
-      const y = (box[3] - (this.p0[2 * i + 1] + (this.p1[2 * i + 1] - this.p0[2 * i + 1]) * t)) * sy;
-      ctx.fillStyle = `rgba(${c[4 * i]},${c[4 * i + 1]},${c[4 * i + 2]},${c[4 * i + 3] / 255})`;
-      ctx.strokeStyle = ctx.fillStyle;
-      if (this.rings[i] > 0.5) ctx.strokeRect(x - size / 2, y - size / 2, size, size);
-      else ctx.fillRect(x - size / 2, y - size / 2, size, size);
+    if (!this.image || this.image.width !== w || this.image.height !== h) {
+      this.image = this.ctx.createImageData(w, h);
+      this.pixels = new Uint32Array(this.image.data.buffer);
     }
+    const px = this.pixels;
+    px.fill(0);
+    if (this.n && this.colours) {
+      const shapes = [discOffsets(size, 0, w), discOffsets(size, 0.3, w)];
+      const sx = w / (box[2] - box[0]);
+      const sy = h / (box[3] - box[1]);
+      const p0 = this.p0;
+      const p1 = this.p1;
+      for (let i = 0; i < this.n; i++) {
+        const x = Math.round((p0[2 * i] + (p1[2 * i] - p0[2 * i]) * t - box[0]) * sx);
+        const y = Math.round((box[3] - p0[2 * i + 1] - (p1[2 * i + 1] - p0[2 * i + 1]) * t) * sy);
+        if (x < 0 || y < 0 || x >= w || y >= h) continue;
+        const shape = shapes[this.rings[i] > 0.5 ? 1 : 0];
+        const centre = y * w + x;
+        const colour = this.packed[i];
+        for (let k = 0; k < shape.offsets.length; k++) {
+          const xx = x + shape.dx[k];
+          const yy = y + shape.dy[k];
+          if (xx >= 0 && yy >= 0 && xx < w && yy < h) px[centre + shape.offsets[k]] = colour;
+        }
+      }
+    }
+    this.ctx.putImageData(this.image, 0, 0);
   }
 }
 
+// Pixel offsets of a disc of diameter size (device px) in an image of the given width, without
+// the centre part r^2 < hole (as the fragment shader's ring); cached per (size, hole, width).
+const DISCS = {};
+function discOffsets(size, hole, width) {
+  const key = `${size}|${hole}|${width}`;
+  if (DISCS[key]) return DISCS[key];
+  const r = size / 2;
+  const dx = [];
+  const dy = [];
+  const offsets = [];
+  for (let y = -Math.ceil(r); y <= Math.ceil(r); y++) {
+    for (let x = -Math.ceil(r); x <= Math.ceil(r); x++) {
+      const d = ((x + 0.5) * (x + 0.5) + (y + 0.5) * (y + 0.5)) / (r * r);
+      if (d > 1 || d < hole) continue;
+      dx.push(x);
+      dy.push(y);
+      offsets.push(y * width + x);
+    }
+  }
+  DISCS[key] = { dx, dy, offsets };
+  return DISCS[key];
+}
+
+// What the browser's WebGL is, probed once on a spare canvas: {available, renderer, software}.
+let WEBGL_INFO = null;
+function webglInfo() {
+  if (WEBGL_INFO) return WEBGL_INFO;
+  const gl = document.createElement("canvas").getContext("webgl");
+  if (!gl) return (WEBGL_INFO = { available: false, renderer: "", software: false });
+  const ext = gl.getExtension("WEBGL_debug_renderer_info");
+  const renderer = String(gl.getParameter(ext ? ext.UNMASKED_RENDERER_WEBGL : gl.RENDERER));
+  const software = /swiftshader|llvmpipe|softpipe|software|basic render/i.test(renderer);
+  const lose = gl.getExtension("WEBGL_lose_context");
+  if (lose) lose.loseContext();
+  return (WEBGL_INFO = { available: true, renderer, software });
+}
+
+// "webgl" or "canvas" for a requested mode ("auto", "webgl", "canvas"; "2d" = "canvas").
+function chooseRenderer(mode) {
+  const info = webglInfo();
+  if (mode === "canvas" || mode === "2d" || !info.available) return "canvas";
+  if (mode === "webgl") return "webgl";
+  return info.software ? "canvas" : "webgl";
+}
+
 window.PointLayer = PointLayer;
+window.webglInfo = webglInfo;

@@ -120,7 +120,7 @@ function buildPanels() {
     const panel = {
       v, vis, el, stage,
       bg: [el.querySelector(".bg0"), el.querySelector(".bg1")],
-      layer: new PointLayer(el.querySelector(".points")),
+      layer: new PointLayer(el.querySelector(".points"), S.manifest.page.renderer),
       overlay: el.querySelector(".overlay"),
       grid: new GridIndex(S.manifest.page.hover_radius),
       gridKey: null, xs: null, ys: null, shown: [-1, -1],
@@ -634,7 +634,8 @@ window.ttvisView = {
       hovered: S.hovered,
       pinned: S.pinned.slice(),
       zoom: { ...S.zoom },
-      webgl: S.panels.map((p) => p.layer.webgl),
+      renderers: S.panels.map((p) => p.layer.mode), // "webgl" or "canvas"
+      webglRenderer: webglInfo().renderer,
       boxes: S.ready ? S.panels.map((p) => boxOf(p, parts)) : [],
       visible: S.visible ? S.visible.reduce((a, b) => a + b, 0) : 0,
     };
