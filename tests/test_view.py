@@ -182,3 +182,19 @@ def test_serve_serves_the_viewer(view_run, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_several_points_per_sample(tmp_path):
+    """Runs with ``[N, F, D]`` representations: F points per sample, lists per sample."""
+    root = viewdata.write_run(tmp_path / "run", vis=())
+    for epoch in viewdata.EPOCHS:
+        rep = np.random.default_rng(epoch).random((viewdata.N_SAMPLES, 2, 4), np.float32)
+        np.save(root / "dataset" / "representation" / f"{epoch}.npy", rep)
+    folder = viewdata.write_export(root / "visualize" / "DVI")
+    for epoch in viewdata.EPOCHS:  # two points per sample; sample 3's second one moves far
+        pos = np.repeat(viewdata.positions(epoch), 2, axis=0)
+        pos[7, 0] += 50.0 * (epoch % 2)
+        np.save(folder / "projection" / f"{epoch}.npy", pos)
+    data = collect_view_data(TrainingRun(root), [ExportFolder.of(root, "DVI")], 3)
+    assert data.n_features == 2 and data.visualizers[0].positions[1].shape == (80, 2)
+    assert data.visualizers[0].moves[0][0] == 3

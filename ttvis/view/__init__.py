@@ -17,7 +17,22 @@ Modules: :mod:`ttvis.view.data` reads and checks the run and its exports into a
 headless Chromium for the tests and the frame-time benchmark.
 """
 
-from ttvis.view.data import ViewData, VisData, collect_view_data
-from ttvis.view.page import write_viewer
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["ViewData", "VisData", "collect_view_data", "write_viewer"]
+
+
+def __getattr__(name: str) -> Any:
+    """The public names, imported on first use: ``python -m ttvis.view`` checks its settings
+    before numpy, torch and the readers are loaded."""
+    if name in ("ViewData", "VisData", "collect_view_data"):
+        from ttvis.view import data
+
+        return getattr(data, name)
+    if name == "write_viewer":
+        from ttvis.view.page import write_viewer
+
+        return write_viewer
+    raise AttributeError(f"module 'ttvis.view' has no attribute {name!r}")
