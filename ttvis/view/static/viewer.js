@@ -567,7 +567,7 @@ function listItems(kind) {
   const m = S.manifest;
   if (kind === "flips") return m.flips.map(([s, n]) => [s, `${n} flips`]);
   const v = Number(kind.slice("moves".length));
-  return m.visualizers[v].moves.map(([s, d]) => [s, `moved ${d.toFixed(2)} box widths`]);
+  return m.visualizers[v].moves.map(([s, d]) => [s, `path ${d.toFixed(2)}`]);
 }
 
 function showList() {
@@ -590,6 +590,7 @@ function buildControls() {
   kinds.add(new Option("prediction flips most", "flips"));
   m.visualizers.forEach((vis, v) => kinds.add(new Option(`moves most in ${vis.name}`, "moves" + v)));
   kinds.onchange = showList;
+  kinds.title = "path: 2-D distance travelled over all epochs, in sides of each epoch's box";
   for (const id of ["f-split", "f-wrong", "colour-by"]) document.getElementById(id).onchange = onFilter;
   for (const id of ["f-labels", "f-preds", "f-index"]) document.getElementById(id).oninput = onFilter;
   const slider = document.getElementById("epoch");
@@ -597,12 +598,16 @@ function buildControls() {
     play(false);
     setFrame(Number(slider.value));
   };
-  document.getElementById("play").onclick = () => play(!S.playing);
+  document.getElementById("play").onclick = (ev) => {
+    play(!S.playing);
+    ev.currentTarget.blur(); // so that space, which plays and pauses, does not click it too
+  };
   document.addEventListener("keydown", onKey);
 }
 
 function onKey(ev) {
-  if (!S.ready || (ev.target.tagName === "INPUT" && ev.target.type === "text")) return;
+  const typing = ev.target.tagName === "SELECT" || (ev.target.tagName === "INPUT" && ev.target.type === "text");
+  if (!S.ready || typing || ev.ctrlKey || ev.metaKey || ev.altKey) return;
   const last = S.epochs.length - 1;
   const actions = {
     ArrowRight: () => step(1),
