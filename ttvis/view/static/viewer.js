@@ -263,6 +263,12 @@ function render() {
   updateReadout(parts, shown);
 }
 
+function renderOverlays() {
+  if (!S.ready) return;
+  const parts = frameParts();
+  for (const panel of S.panels) drawOverlay(panel, parts, boxOf(panel, parts));
+}
+
 function placeBackgrounds(panel, parts, box) {
   [parts.i0, parts.i1].forEach((i, k) => {
     const e = S.epochs[i];
@@ -446,10 +452,14 @@ function buildGrid(panel) {
     panel.xs = new Float32Array(P);
     panel.ys = new Float32Array(P);
   }
-  for (let p = 0; p < P; p++) {
-    const [x, y] = toStage(box, ...pointAt(panel, parts, p));
-    panel.xs[p] = x;
-    panel.ys[p] = y;
+  const a = S.pos[panel.v][parts.i0];
+  const b = S.pos[panel.v][parts.i1];
+  const t = parts.t;
+  const sx = S.size / (box[2] - box[0]);
+  const sy = S.size / (box[3] - box[1]);
+  for (let p = 0; p < P; p++) { // toStage(pointAt(p)), without an array per point
+    panel.xs[p] = (a[2 * p] + (b[2 * p] - a[2 * p]) * t - box[0]) * sx;
+    panel.ys[p] = (box[3] - a[2 * p + 1] - (b[2 * p + 1] - a[2 * p + 1]) * t) * sy;
   }
   panel.grid.build(panel.xs, panel.ys, P, (p) => S.visible[Math.floor(p / S.F)] === 1, S.size, S.size);
   panel.gridKey = `${S.frame}|${S.view}`;
@@ -472,7 +482,7 @@ function setHovered(s, cx, cy) {
   const tip = document.getElementById("tooltip");
   if (s !== S.hovered) {
     S.hovered = s;
-    render();
+    renderOverlays(); // the points themselves do not change
   }
   if (s < 0) {
     tip.hidden = true;
