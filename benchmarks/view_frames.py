@@ -10,12 +10,12 @@ over ``--epochs`` epochs, logits that mostly agree with the labels, one uniform 
 epoch, and ``--vis`` export folders side by side. Then writes the viewer
 (:func:`ttvis.view.write_viewer`, the page settings of ``conf/view.yaml``), opens it from
 ``file://`` in headless Chromium (:mod:`ttvis.view.headless`), plays the animation for
-``--seconds`` and prints the time to write the viewer, to load it, and the median and 95th
-percentile of the intervals between animation frames (``requestAnimationFrame``, measured in
-the page), once per ``--renderers`` value (default: ``auto``, what a user gets, then ``webgl``
-and ``canvas`` forced). Chromium runs with ``--disable-gpu``: WebGL is rendered in software
-(SwiftShader) on the CPU, where ``auto`` picks the canvas path; a browser with a GPU draws with
-WebGL.
+``--seconds`` and prints the time to write the viewer and to load it, the median and 95th
+percentile of the intervals between animation frames (``requestAnimationFrame``, measured in the
+page), and the time of a mouse move over the first map (hover). Once per ``--renderers`` value
+(default: ``auto``, what a user gets, then ``webgl`` and ``canvas`` forced). Chromium runs with
+``--disable-gpu``: WebGL is rendered in software (SwiftShader) on the CPU, where ``auto`` picks
+the canvas path; a browser with a GPU draws with WebGL.
 """
 
 from __future__ import annotations
@@ -37,6 +37,21 @@ from ttvis.view import collect_view_data, write_viewer
 from ttvis.view.headless import browser_missing, chromium, open_viewer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
+HOVER_MOVES = 200  # synthetic mouse moves across the first map, 2 px apart
+# Times HOVER_MOVES mouse moves dispatched to the first map, ms each (the first one builds the
+# hover grid of the frame).
+HOVER_SCRIPT = """
+const stage = document.querySelector('.stage');
+const rect = stage.getBoundingClientRect();
+const times = [];
+for (let i = 0; i < arguments[0]; i++) {
+  const t0 = performance.now();
+  stage.dispatchEvent(new MouseEvent('mousemove', {clientX: rect.left + 20 + 2 * i,
+    clientY: rect.top + rect.height / 2, bubbles: true}));
+  times.push(performance.now() - t0);
+}
+return times;
+"""
 STEP = 0.15  # random-walk step of a sample per epoch, in class-spread units
 SPREAD = 1.0  # spread of a class around its centre
 CENTRE_RADIUS = 6.0  # class centres on a circle of this radius
@@ -88,6 +103,8 @@ def measure(index: Path, seconds: float, renderer: str) -> dict[str, float]:
         ActionChains(driver).send_keys(" ").perform()
         time.sleep(seconds)
         frames = np.asarray(driver.execute_script("return window.ttvisView.frameTimes()"))
+        ActionChains(driver).send_keys(" ").perform()  # pause (if still playing)
+        hover = np.asarray(driver.execute_script(HOVER_SCRIPT, HOVER_MOVES))
         now = driver.execute_script("return window.ttvisView.state()")
     frames = frames[1:]  # the first interval starts at the key press
     return {
@@ -97,6 +114,9 @@ def measure(index: Path, seconds: float, renderer: str) -> dict[str, float]:
         "p95_ms": float(np.percentile(frames[:, 0], 95)),
         "draw_median_ms": float(np.median(frames[:, 1])),
         "draw_p95_ms": float(np.percentile(frames[:, 1], 95)),
+        "hover_first_ms": float(hover[0]),
+        "hover_median_ms": float(np.median(hover[1:])),
+        "hover_p95_ms": float(np.percentile(hover[1:], 95)),
         "drawn_by": now["renderers"][0],
         "webgl_renderer": now["webglRenderer"],
     }
@@ -148,7 +168,9 @@ def run_benchmark(args: argparse.Namespace, root: Path) -> None:
             f"renderer={renderer} (drawn by {r['drawn_by']}; WebGL: {r['webgl_renderer']}): "
             f"loaded in {r['load_s']:.1f} s; {r['frames']} frames, interval median "
             f"{r['median_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms; the page's own drawing per "
-            f"frame median {r['draw_median_ms']:.1f} ms, p95 {r['draw_p95_ms']:.1f} ms"
+            f"frame median {r['draw_median_ms']:.1f} ms, p95 {r['draw_p95_ms']:.1f} ms; hover: "
+            f"first move {r['hover_first_ms']:.1f} ms (builds the grid), then median "
+            f"{r['hover_median_ms']:.2f} ms, p95 {r['hover_p95_ms']:.2f} ms"
         )
 
 
