@@ -1,9 +1,10 @@
 """Drive a written viewer in headless Chromium, for the tests and ``benchmarks/view_frames.py``.
 
-Uses Selenium (the ``test`` extra) with the system's Chromium and chromedriver (Debian:
-``apt-get install chromium chromium-driver``); both paths are given, so Selenium never tries
-to download a browser or a driver. With ``--disable-gpu`` Chromium renders WebGL in software
-(SwiftShader): frame times measured this way are an upper bound for a machine with a GPU.
+Uses Selenium (the ``test`` extra) with the system's Chromium and chromedriver found on the
+``PATH`` (Debian: ``apt-get install chromium chromium-driver``); both paths are given to
+Selenium, so it never tries to download a browser or a driver. The page is opened as a user
+would open it, with file:// at its default restrictions. With ``--disable-gpu`` Chromium renders
+WebGL in software (SwiftShader), where the viewer's ``page.renderer=auto`` draws on a 2-D canvas.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from pathlib import Path
 
 __all__ = ["CHROMEDRIVER", "CHROMIUM", "WINDOW", "browser_missing", "chromium", "open_viewer"]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
+CHROMIUM = "chromium"  # the browser's and the driver's program names (Debian's packages)
+CHROMEDRIVER = "chromedriver"
 WINDOW = (1280, 900)  # CSS pixels of the headless window
 FLAGS = (
     "--headless=new",
@@ -29,16 +30,15 @@ FLAGS = (
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--allow-file-access-from-files",  # not needed by the viewer; keeps file:// like a user's
     "--force-device-scale-factor=1",
 )
 
 
 def browser_missing() -> str | None:
     """Why the viewer cannot be driven here (no Chromium, chromedriver or Selenium), or None."""
-    for path in (CHROMIUM, CHROMEDRIVER):
-        if not path.is_file():
-            return f"{path} not found (apt-get install chromium chromium-driver)"
+    for name in (CHROMIUM, CHROMEDRIVER):
+        if shutil.which(name) is None:
+            return f"{name} not found on the PATH (apt-get install chromium chromium-driver)"
     try:
         import selenium  # noqa: F401
     except ImportError:
@@ -55,13 +55,13 @@ def chromium(window: tuple[int, int] = WINDOW) -> Iterator:
 
     profile = tempfile.mkdtemp(prefix="ttvis-chromium-")
     options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
+    options.binary_location = shutil.which(CHROMIUM)
     for flag in FLAGS:
         options.add_argument(flag)
     options.add_argument(f"--window-size={window[0]},{window[1]}")
     options.add_argument(f"--user-data-dir={profile}")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver = webdriver.Chrome(service=Service(shutil.which(CHROMEDRIVER)), options=options)
     try:
         yield driver
     finally:
