@@ -2,7 +2,7 @@
 
 It writes a self-contained folder (``content_path/visualize/view/`` by default)::
 
-    index.html, viewer.js, viewer.css   the page (ttvis/view/static/, shipped with the package)
+    index.html, *.js, viewer.css        the page (ttvis/view/static/, shipped with the package)
     data/manifest.js                    epochs, class names, scales, accuracies, metrics, lists
     data/samples.js                     labels and the train/test split of every sample
     data/epoch_{e}.js                   one epoch: predictions, confidences, 2-D positions

@@ -24,7 +24,8 @@ from ttvis.view.encode import MANIFEST, background_file, data_files
 __all__ = ["INDEX", "STATIC_FILES", "check_output_dir", "write_viewer"]
 
 INDEX = "index.html"
-STATIC_FILES = (INDEX, "viewer.css", "viewer.js", "render.js", "hover.js")  # ttvis/view/static/
+# The page's files in ttvis/view/static/, copied into every viewer.
+STATIC_FILES = (INDEX, "viewer.css", "viewer.js", "controls.js", "render.js", "hover.js")
 
 
 def check_output_dir(out_dir: str | Path) -> Path:
