@@ -46,18 +46,6 @@ function stageXY(panel, ev) {
   return [ev.clientX - rect.left - panel.stage.clientLeft, ev.clientY - rect.top - panel.stage.clientTop];
 }
 
-// Data (x, y) -> CSS px inside the panel's stage, for a box.
-function toStage(box, x, y) {
-  return [((x - box[0]) / (box[2] - box[0])) * S.size, ((box[3] - y) / (box[3] - box[1])) * S.size];
-}
-
-function pointAt(panel, parts, point) {
-  const a = S.pos[panel.v][parts.i0];
-  const b = S.pos[panel.v][parts.i1];
-  const t = parts.t;
-  return [a[2 * point] + (b[2 * point] - a[2 * point]) * t, a[2 * point + 1] + (b[2 * point + 1] - a[2 * point + 1]) * t];
-}
-
 // ------------------------------------------------------------------ hover and pins
 
 function onHover(panel, ev) {
