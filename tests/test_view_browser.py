@@ -160,12 +160,17 @@ def test_hover_shows_the_tooltip_and_click_pins(page):
         "label: bird",
         f"prediction: cat (confidence {confidence:.3f})  (misclassified)",
         "epoch 3",
+        "predicted over epochs: cat (1-3)",
     ]
     now = state(page)
     assert now["hovered"] == 5 and now["pinned"] == [5]
     assert "#5 · bird" in page.find_element("id", "pinned").text
     press(page, Keys.ESCAPE)
     assert state(page)["pinned"] == []
+    x, y = viewport_of(page, 0, 7)
+    move_to(page, x, y)
+    history = "predicted over epochs: dog (1) · bird (2) · cat (3)"  # logits(e): class e % 3
+    assert tip.text.splitlines()[-1] == history
 
 
 @pytest.mark.parametrize("renderer", ["webgl", "canvas"])

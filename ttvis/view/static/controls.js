@@ -86,8 +86,25 @@ function describe(s) {
   return (
     `#${s} · ${split}\nlabel: ${m.classes[S.labels[s]]}\n` +
     `prediction: ${m.classes[pred]} (confidence ${S.conf[i][s].toFixed(3)})${mark}\n` +
-    `epoch ${S.epochs[i]}`
+    `epoch ${S.epochs[i]}\npredicted over epochs: ${history(s)}`
   );
+}
+
+// Sample s's predictions over all epochs as runs: "cat (1-4) · dog (5-9) · cat (10)"; at most
+// HISTORY_RUNS runs, then "…".
+const HISTORY_RUNS = 6;
+function history(s) {
+  const runs = [];
+  S.epochs.forEach((e, i) => {
+    const c = S.pred[i][s];
+    const last = runs[runs.length - 1];
+    if (last && last.c === c) last.to = e;
+    else runs.push({ c, from: e, to: e });
+  });
+  const text = runs.slice(0, HISTORY_RUNS).map(
+    (r) => `${S.manifest.classes[r.c]} (${r.from === r.to ? r.from : r.from + "-" + r.to})`,
+  );
+  return text.join(" · ") + (runs.length > HISTORY_RUNS ? " · …" : "");
 }
 
 function setHovered(s, cx, cy) {
