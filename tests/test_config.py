@@ -214,10 +214,11 @@ def test_warm_fits_train_in_proportion_to_the_neighbourhoods_that_changed(demo_r
     assert warm_fit_epochs(floor, 0.1) == 3
 
 
-@pytest.mark.parametrize("name", ["config", "evaluate", "plot"])
+@pytest.mark.parametrize("name", ["config", "evaluate", "plot", "view"])
 def test_commands_default_to_the_same_demo_run(name):
-    """``python train.py``, ``python evaluate.py`` and ``python -m ttvis.plot`` with no
-    arguments all read the bundled demo run that ``conf/demo/default.yaml`` describes."""
+    """``python train.py``, ``python evaluate.py``, ``python -m ttvis.plot`` and ``python -m
+    ttvis.view`` with no arguments all read the bundled demo run that ``conf/demo/default.yaml``
+    describes."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(name, return_hydra_config=False)
     raw = OmegaConf.to_container(cfg, resolve=False)

@@ -129,6 +129,8 @@ def test_train_py_exits_2_with_one_line(run_copy, tmp_path):
         (["evaluate.py", "vis=[]"], "evaluate.py: vis=[]: expected one or more export folder"),
         (["-m", "ttvis.plot", "plots.frame_ms=0"], "ttvis.plot: plots.frame_ms=0: expected"),
         (["-m", "ttvis.plot", "epochs=-2"], "ttvis.plot: epochs=-2: expected null, an epoch"),
+        (["-m", "ttvis.view", "port=-1"], "ttvis.view: port=-1: expected an integer in 0..65535"),
+        (["-m", "ttvis.view", "+page.colour=red"], "ttvis.view: page.colour='red': unknown"),
     ],
 )
 def test_evaluate_and_plot_share_the_failure_path(argv, line, run_copy, tmp_path):
@@ -149,7 +151,7 @@ def test_console_scripts_are_the_commands():
 
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert set(scripts) == {"ttvis-train", "ttvis-evaluate", "ttvis-plot"}
+    assert set(scripts) == {"ttvis-train", "ttvis-evaluate", "ttvis-plot", "ttvis-view"}
     for target in scripts.values():
         module, function = target.split(":")
         assert callable(getattr(importlib.import_module(module), function)), target
@@ -161,6 +163,7 @@ def test_console_scripts_are_the_commands():
         ("ttvis-train", "train", "method.n_neighbors=1"),
         ("ttvis-evaluate", "evaluate", "k=0"),
         ("ttvis-plot", "plot", "plots.frame_ms=0"),
+        ("ttvis-view", "view", "page.point_size=0"),
     ],
 )
 def test_console_scripts_share_the_failure_path(name, function, setting, run_copy, tmp_path):

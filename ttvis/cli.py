@@ -137,3 +137,49 @@ def plot_app(cfg: DictConfig) -> None:
         for folder in folders:
             drawn, animation = draw_run(run, folder.path, settings, folder.name)
             print(f"wrote {len(drawn)} plots to {folder.plots_dir} and {animation}", flush=True)
+
+
+def view() -> None:
+    """``python -m ttvis.view`` / ``ttvis-view``: write the interactive viewer and show it."""
+    _run_hydra(view_app, "view")
+
+
+def view_app(cfg: DictConfig) -> None:
+    """Check the settings, the run and every named export folder, write the viewer (nothing
+    is written before all of it is read), then open or serve it."""
+    from ttvis.config_check import VIEW_RULES, check_config
+
+    with exit_on_failure(cfg, _program("ttvis.view")):  # exit 2: bad settings, input, exports
+        check_config(cfg, VIEW_RULES)
+        index = write_view(cfg)
+        show_view(cfg, index)
+
+
+def write_view(cfg: DictConfig) -> Path:
+    """Read ``cfg``'s run and export folders and write the viewer; return its index.html."""
+    from ttvis.export_folder import EXPORT_ROOT, ExportFolder
+    from ttvis.run import TrainingRun, selected_epochs
+    from ttvis.view import collect_view_data, write_viewer
+    from ttvis.view.page import check_output_dir
+
+    vis = OmegaConf.to_object(cfg.vis) if OmegaConf.is_list(cfg.vis) else str(cfg.vis)
+    run = TrainingRun(cfg.content_path, epochs=selected_epochs(cfg.epochs), check_values=False)
+    folders = ExportFolder.named(run.content_path, vis, cfg.get("export_dir"))
+    out_dir = cfg.output_dir or run.content_path / EXPORT_ROOT / cfg.view_name
+    check_output_dir(out_dir)  # before reading the exports: a read-only run fails at once
+    data = collect_view_data(run, folders, cfg.page.list_size)
+    page = OmegaConf.to_container(cfg.page, resolve=True)
+    index = write_viewer(data, out_dir, page)
+    names = ", ".join(f.name for f in folders)
+    print(f"wrote {index} ({names}; {len(data.epochs)} epochs, {data.n_samples} samples)")
+    return index
+
+
+def show_view(cfg: DictConfig, index: Path) -> None:
+    """Serve the viewer's folder (``serve=true``) or open ``index`` in a browser (``open``)."""
+    from ttvis.view.serve import open_page, serve_folder
+
+    if cfg.serve:
+        serve_folder(index.parent, cfg.host, cfg.port, bool(cfg.open))
+    elif cfg.open and not open_page(index.as_uri()):
+        print(f"no browser here: open {index.as_uri()} elsewhere, or serve it with serve=true")

@@ -5,7 +5,8 @@ optionally when it applies. :func:`check_config` applies a table of rules to a c
 raises one :class:`ConfigError` whose one-line message names the first bad setting, its value
 and what is expected. Keys a config does not have (TimeVis has no ``lambda2``, DVI no
 ``sampling``) are skipped. Tables: :data:`TRAIN_RULES` (train.py), :data:`EVALUATE_RULES`
-(evaluate.py), :data:`PLOT_COMMAND_RULES` (``python -m ttvis.plot``); :data:`PLOT_RULES`, the
+(evaluate.py), :data:`PLOT_COMMAND_RULES` (``python -m ttvis.plot``), :data:`VIEW_RULES`
+(``python -m ttvis.view``); :data:`PLOT_RULES`, the
 ``plots.*`` block, is shared by the commands and :class:`ttvis.plot.PlotSettings`.
 """
 
@@ -21,6 +22,7 @@ __all__ = [
     "PLOT_COMMAND_RULES",
     "PLOT_RULES",
     "TRAIN_RULES",
+    "VIEW_RULES",
     "ConfigError",
     "Rule",
     "check_config",
@@ -167,7 +169,7 @@ PLOT_RULES: tuple[Rule, ...] = _rules(
     plots__plain_color=_text(),
 ) + (Rule("plots.axes_rect", _is_rect, "[left, bottom, width, height], figure shares in [0, 1]"),)
 # Sections whose every key must be one of the rules' keys (a misspelt key is an error).
-CLOSED_SECTIONS = ("plots",)
+CLOSED_SECTIONS = ("plots", "page")
 
 _BOUNDARY_RULES = _rules(
     boundary__fraction=share(open_low=True),
@@ -238,6 +240,29 @@ EVALUATE_RULES: tuple[Rule, ...] = (
 )
 
 PLOT_COMMAND_RULES: tuple[Rule, ...] = (VIS_RULE, EPOCHS_RULE, *PLOT_RULES)
+
+
+def _boolean() -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: isinstance(v, bool)), "true or false"
+
+
+VIEW_RULES: tuple[Rule, ...] = (VIS_RULE, EPOCHS_RULE) + _rules(
+    view_name=_text(),
+    open=_boolean(),
+    serve=_boolean(),
+    host=_text(),
+    port=(lambda v: _integer(v) and 0 <= v <= 65535, "an integer in 0..65535"),
+    page__renderer=one_of("auto", "webgl", "canvas"),
+    page__point_size=positive(),
+    page__hover_radius=positive(),
+    page__epoch_ms=positive(),
+    page__background_opacity=share(),
+    page__faded_alpha=share(),
+    page__list_size=int_at_least(0),
+    page__trail_width=positive(),
+    page__zoom_speed=positive(),
+    page__max_legend_classes=int_at_least(0),
+)
 
 
 def _select(cfg: Mapping, key: str, default: Any = _MISSING) -> Any:
