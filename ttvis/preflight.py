@@ -14,6 +14,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from ttvis.config_check import check_config
+from ttvis.floats import flush_subnormals
 from ttvis.run import RunError, TrainingRun, selected_epochs
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ def open_run(cfg: DictConfig) -> TrainingRun:
     if cfg.method.get("n_neighbors") is not None:
         run.require_training_points(cfg.method.n_neighbors)
     require_writable_dir(cfg.output_dir)
+    flush_subnormals()  # before torch computes anything in this process
     if run.is_classification:
         # Fail early and loudly if backgrounds will be white, instead of after training (this
         # one check imports torch).

@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from ttvis.floats import flush_subnormals
 from ttvis.modules.autoencoder import Autoencoder
 from ttvis.modules.losses import (
     anchor_loss,
@@ -232,6 +233,7 @@ class VisualizerModule(L.LightningModule):
 
     # ------------------------------------------------------------------ training
     def on_fit_start(self) -> None:
+        flush_subnormals()  # again: a process a spawn launcher started did not open the run
         self._previous_weights = [w.to(self.device) for w in self._previous_weights]
         rank = self.trainer.global_rank if self._trainer is not None else 0
         self._generator = torch.Generator(device=self.device)
