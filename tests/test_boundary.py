@@ -82,11 +82,12 @@ def test_neighbour_crossing_pairs_match_brute_force(cloud):
     assert [tuple(p) for p in pairs.tolist()] == sorted(expected)
 
 
-def test_flip_segments_locate_the_linear_boundary(cloud):
+@pytest.mark.parametrize("batch_size", [16384, 7])  # all segments at once, or a few at a time
+def test_flip_segments_locate_the_linear_boundary(cloud, batch_size):
     gen = torch.Generator().manual_seed(3)
     head = LinearHead(torch.randn(5, 2, generator=gen), torch.randn(2, generator=gen), 0.0)
     knn = exact_knn(cloud, 8)
-    segments = flip_segments(cloud, knn, head, n_steps=16)
+    segments = flip_segments(cloud, knn, head, n_steps=16, batch_size=batch_size)
     x = torch.from_numpy(cloud)
     cls = head(x).argmax(1).numpy()
     expected = neighbour_crossing_pairs(cls, knn)
