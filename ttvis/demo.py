@@ -76,14 +76,17 @@ RECIPES = {
 }
 
 
-def load_demo_data(data: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def load_demo_data(
+    data: str, seed: int, n_samples: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The demo's inputs and labels, before the seeded shuffle.
 
     Args:
         data: ``"digits"`` (scikit-learn's 1,797 8x8 images, pixels scaled to 0..1) or
-            ``"mnist1d"`` (:data:`MNIST1D_SAMPLES` MNIST-1D signals of 40 samples, generated
-            with ``seed``; needs the ``mnist1d`` package).
+            ``"mnist1d"`` (:data:`MNIST1D_SAMPLES` MNIST-1D signals of 40 samples, or
+            ``n_samples`` when more, generated with ``seed``; needs the ``mnist1d`` package).
         seed: MNIST-1D's generator seed (digits are fixed).
+        n_samples: samples wanted; MNIST-1D generates more than its default for more.
 
     Returns:
         ``(x [N, F] float32, y [N] int64)``.
@@ -102,7 +105,7 @@ def load_demo_data(data: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
                 "(or pip install -e '.[bench]')"
             ) from err
         args = get_dataset_args()
-        args.num_samples, args.seed = MNIST1D_SAMPLES, seed
+        args.num_samples, args.seed = max(MNIST1D_SAMPLES, n_samples or 0), seed
         # Its generator seeds numpy's global stream: leave the caller's as it was.
         state = np.random.get_state()  # noqa: NPY002
         try:
@@ -203,7 +206,8 @@ def build_demo_run(
     Args:
         out_dir: folder to create; must not exist yet.
         n_epochs: subject training epochs, one saved snapshot each (epochs ``1..n_epochs``).
-        n_samples: use the first ``n_samples`` samples (after a seeded shuffle); all if None.
+        n_samples: use the first ``n_samples`` samples (after a seeded shuffle); all if None
+            (MNIST-1D generates as many as asked, at least its default).
         test_fraction: share of samples listed as ``test`` in ``index.json``.
         data: ``"digits"`` or ``"mnist1d"`` (:func:`load_demo_data`).
         recipe: a key of :data:`RECIPES`: optimizer, rate, minibatch and width.
@@ -224,7 +228,7 @@ def build_demo_run(
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise FileExistsError(f"{out_dir} already exists; the demo generator never overwrites")
-    x_raw, y_raw = load_demo_data(data, seed)
+    x_raw, y_raw = load_demo_data(data, seed, n_samples)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     x, y, train_index, test_index = shuffle_and_split(x_raw, y_raw, n_samples, test_fraction, seed)
     source = f"ttvis demo: {data}, DigitsMLP, recipe {recipe} ({RECIPES[recipe]})"
