@@ -382,8 +382,10 @@ class VisualizerModule(L.LightningModule):
                 "for this epoch. Try a lower method.optimizer.lr."
             )
         self.last_finite_loss = total
-        for name, value in means.items():
-            self.log(f"{self.log_prefix}/{name}", value, on_step=False, on_epoch=True)
+        for name, value in means.items():  # averaged over the processes once per epoch
+            self.log(
+                f"{self.log_prefix}/{name}", value, on_step=False, on_epoch=True, sync_dist=True
+            )
         # Untagged copy for early stopping and the progress bar; not sent to the logger.
         self.log("loss", means["total"], prog_bar=True, logger=False, sync_dist=True)
 
