@@ -243,8 +243,10 @@ def kcenter_greedy(
     """Farthest-point (k-center greedy) selection.
 
     Starts from ``first`` and repeatedly adds the point farthest from every selected one,
-    updating each point's distance to its nearest centre with one ``[N]`` distance row per pick
-    (``O(N * S * D)`` work for S picks, ``O(N)`` memory).
+    updating each point's squared distance to its nearest centre with one matrix-vector product
+    per pick, ``|x|^2 - 2 x.c + |c|^2`` (``O(N * S * D)`` work for S picks, ``O(N)`` memory): a
+    pick reads the epoch once (48,000 x 512: 24 ms a pick, against 59 ms by differences). The
+    returned radius is recomputed by differences from each point's nearest centre.
 
     Args:
         x: ``[N, D]`` points.
@@ -263,25 +265,23 @@ def kcenter_greedy(
     xt = xt.float()
     n = xt.shape[0]
     budget = n if budget is None else int(max(1, min(budget, n)))
+    norms = (xt * xt).sum(1)
     picked = [int(first)]
-    nearest = _distances_to(xt, first)
+    owner = torch.full((n,), int(first), dtype=torch.long)  # each point's nearest centre
+    nearest = (norms - 2 * (xt @ xt[first]) + norms[first]).clamp_min_(0)  # squared
     nearest[first] = 0.0
     while len(picked) < budget:
         far = int(torch.argmax(nearest))
-        if radius is not None and float(nearest[far]) <= radius:
+        if radius is not None and float(nearest[far]) <= radius * radius:
             break
         picked.append(far)
-        torch.minimum(nearest, _distances_to(xt, far), out=nearest)
+        to_far = (norms - 2 * (xt @ xt[far]) + norms[far]).clamp_min_(0)
+        owner.masked_fill_(to_far < nearest, far)
+        torch.minimum(nearest, to_far, out=nearest)
         nearest[far] = 0.0
-    return np.sort(np.asarray(picked, dtype=np.int64)), float(nearest.max())
-
-
-def _distances_to(x: torch.Tensor, row: int) -> torch.Tensor:
-    """``[N]`` Euclidean distances of every row of ``x [N, D]`` to row ``row``, by differences
-    (exact to float32 rounding) without an ``[N, D]`` temporary: memory-bound, one pass over
-    ``x`` instead of three (48,000 x 512: 43 ms a pick instead of 66, the same picks)."""
-    dist = torch.cdist(x, x[row : row + 1], compute_mode="donot_use_mm_for_euclid_dist")
-    return dist[:, 0]
+        owner[far] = far
+    covering = torch.linalg.vector_norm(xt - xt[owner], dim=1).max()
+    return np.sort(np.asarray(picked, dtype=np.int64)), float(covering)
 
 
 def data_scale(x: np.ndarray) -> float:
