@@ -67,13 +67,18 @@ def train_app(cfg: DictConfig) -> float | None:
     return losses[-1] if losses else None
 
 
+def vis_names(cfg: DictConfig) -> str | list:
+    """``cfg.vis`` as :meth:`ExportFolder.named` takes it: a name, a comma-separated string
+    or a list of names."""
+    return OmegaConf.to_object(cfg.vis) if OmegaConf.is_list(cfg.vis) else str(cfg.vis)
+
+
 def named_folders(cfg: DictConfig) -> list:
-    """The export folders ``cfg.vis`` names (a name, a comma-separated string or a list) in
-    ``cfg.content_path``, or ``cfg.output_dir`` when exports were written elsewhere."""
+    """The export folders ``cfg.vis`` names in ``cfg.content_path``, or ``cfg.output_dir`` when
+    exports were written elsewhere."""
     from ttvis.export_folder import ExportFolder
 
-    vis = OmegaConf.to_object(cfg.vis) if OmegaConf.is_list(cfg.vis) else str(cfg.vis)
-    return ExportFolder.named(cfg.content_path, vis, cfg.get("output_dir"))
+    return ExportFolder.named(cfg.content_path, vis_names(cfg), cfg.get("output_dir"))
 
 
 def evaluate_app(cfg: DictConfig) -> None:
@@ -162,9 +167,8 @@ def write_view(cfg: DictConfig) -> Path:
     from ttvis.view import collect_view_data, write_viewer
     from ttvis.view.page import check_output_dir
 
-    vis = OmegaConf.to_object(cfg.vis) if OmegaConf.is_list(cfg.vis) else str(cfg.vis)
     run = TrainingRun(cfg.content_path, epochs=selected_epochs(cfg.epochs), check_values=False)
-    folders = ExportFolder.named(run.content_path, vis, cfg.get("export_dir"))
+    folders = ExportFolder.named(run.content_path, vis_names(cfg), cfg.get("export_dir"))
     out_dir = cfg.output_dir or run.content_path / EXPORT_ROOT / cfg.view_name
     check_output_dir(out_dir)  # before reading the exports: a read-only run fails at once
     data = collect_view_data(run, folders, cfg.page.list_size)

@@ -21,6 +21,7 @@ import numpy as np
 
 from ttvis.export import class_palette
 from ttvis.export_folder import ExportError, ExportFolder
+from ttvis.plot import accuracy
 from ttvis.run import LABELS_FILE, RunError, TrainingRun
 
 __all__ = ["SPLIT_CODES", "ViewData", "VisData", "collect_view_data"]
@@ -127,7 +128,7 @@ def collect_view_data(
         split=split,
         predictions=predictions,
         confidence=confidence,
-        accuracy={e: accuracy(predictions[e], labels, split) for e in epochs},
+        accuracy={e: split_accuracy(predictions[e], labels, run) for e in epochs},
         flips=most_flips([predictions[e] for e in epochs], list_size),
         visualizers=visualizers,
     )
@@ -181,14 +182,11 @@ def split_codes(run: TrainingRun) -> np.ndarray:
     return split
 
 
-def accuracy(prediction: np.ndarray, labels: np.ndarray, split: np.ndarray) -> dict:
-    """``{"train", "test"}``: share of that part's ``[N]`` predictions equal to the labels
-    (None for an empty part)."""
-    out: dict[str, float | None] = {}
-    for part in ("train", "test"):
-        rows = split == SPLIT_CODES[part]
-        out[part] = float((prediction[rows] == labels[rows]).mean()) if rows.any() else None
-    return out
+def split_accuracy(prediction: np.ndarray, labels: np.ndarray, run: TrainingRun) -> dict:
+    """``{"train", "test"}``: :func:`ttvis.plot.accuracy` of the ``[N]`` predictions on each
+    part of the run (None for an empty part)."""
+    parts = (("train", run.train_index), ("test", run.test_index))
+    return {part: accuracy(prediction, labels, index) for part, index in parts}
 
 
 def most_flips(predictions: Sequence[np.ndarray], size: int) -> list[tuple[int, int]]:
