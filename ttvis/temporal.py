@@ -266,20 +266,21 @@ def kcenter_greedy(
     n = xt.shape[0]
     budget = n if budget is None else int(max(1, min(budget, n)))
     norms = (xt * xt).sum(1)
-    picked = [int(first)]
+    picked: list[int] = []
     owner = torch.full((n,), int(first), dtype=torch.long)  # each point's nearest centre
-    nearest = (norms - 2 * (xt @ xt[first]) + norms[first]).clamp_min_(0)  # squared
-    nearest[first] = 0.0
-    while len(picked) < budget:
-        far = int(torch.argmax(nearest))
-        if radius is not None and float(nearest[far]) <= radius * radius:
-            break
+    nearest = torch.full((n,), math.inf)  # squared distance to it
+    far = int(first)
+    while True:
         picked.append(far)
         to_far = (norms - 2 * (xt @ xt[far]) + norms[far]).clamp_min_(0)
         owner.masked_fill_(to_far < nearest, far)
         torch.minimum(nearest, to_far, out=nearest)
-        nearest[far] = 0.0
-        owner[far] = far
+        nearest[far], owner[far] = 0.0, far
+        if len(picked) >= budget:
+            break
+        far = int(torch.argmax(nearest))
+        if radius is not None and float(nearest[far]) <= radius * radius:
+            break
     covering = torch.linalg.vector_norm(xt - xt[owner], dim=1).max()
     return np.sort(np.asarray(picked, dtype=np.int64)), float(covering)
 
