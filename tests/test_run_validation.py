@@ -368,3 +368,15 @@ def test_selected_epochs_accepts_none_one_or_a_list():
     assert selected_epochs(None) is None
     assert selected_epochs(5) == [5]
     assert selected_epochs(OmegaConf.create([1, 5, 10])) == [1, 5, 10]
+
+
+def test_demo_refuses_more_samples_than_the_data_have(tmp_path, capsys):
+    """``python -m ttvis.demo DIR --samples N`` above the data's count: one line naming the
+    option, the value and the range, exit status 2, nothing written."""
+    from ttvis.demo import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "run"), "--samples", "5000"])
+    assert exit_info.value.code == 2
+    assert "--samples 5000: expected 1..1797" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -126,6 +126,8 @@ def shuffle_and_split(
     Returns:
         ``(x [N, F], y [N], train_index, test_index)``, the indices sorted rows of ``x``.
     """
+    if n_samples is not None and not 1 <= n_samples <= len(y):
+        raise ValueError(f"--samples {n_samples}: expected 1..{len(y)}, the data's sample count")
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(y))
     if n_samples is not None:
@@ -333,14 +335,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    path = build_demo_run(
-        args.out_dir,
-        n_epochs=args.epochs,
-        n_samples=args.samples,
-        data=args.data,
-        recipe=args.recipe,
-        seed=args.seed,
-    )
+    try:
+        path = build_demo_run(
+            args.out_dir,
+            n_epochs=args.epochs,
+            n_samples=args.samples,
+            data=args.data,
+            recipe=args.recipe,
+            seed=args.seed,
+        )
+    except (ValueError, FileExistsError) as err:
+        parser.error(str(err))  # one line and exit status 2, nothing written
     print(TrainingRun(path))
 
 
