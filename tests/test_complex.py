@@ -130,3 +130,30 @@ def test_spatial_complex_edges(points, brute_knn, s_n_epochs):
     expected = math.floor(s_n_epochs * float(np.sum(edges.weight, dtype=np.float64)))
     assert edges.edges_per_epoch(s_n_epochs) == expected
     assert edges.edges_per_epoch(1) == math.floor(float(np.sum(edges.weight, dtype=np.float64)))
+
+
+@pytest.mark.parametrize("class_weight", [0.5, 0.8])
+def test_class_separation_is_umaps_supervised_graph(points, brute_knn, class_weight):
+    """``fuzzy_complex`` with classes is the graph umap-learn's supervised fit builds from the
+    same data and a categorical target of the same weight."""
+    import umap
+
+    from ttvis.knn import KNNGraph
+
+    classes = np.random.default_rng(1).integers(0, 4, size=points.shape[0])
+    knn = KNNGraph(brute_knn[0], brute_knn[1].astype(np.float32))
+    ours, _, _ = fuzzy_complex(knn, 0, classes=classes, class_weight=class_weight)
+    fitted = umap.UMAP(n_neighbors=K, target_weight=class_weight, n_epochs=10, random_state=0)
+    reference = fitted.fit(points, y=classes).graph_.toarray()
+    # umap-learn's layout prunes light memberships of its graph in place: compare the rest.
+    heavy = ours.toarray() >= ours.max() / 10
+    assert heavy.sum() > 500
+    np.testing.assert_allclose(ours.toarray()[heavy], reference[heavy], rtol=1e-5)
+
+    plain, _, _ = fuzzy_complex(knn, 0)
+    plain, ours = plain.toarray(), ours.toarray()
+    across = (classes[:, None] != classes[None, :]) & (plain > 0)
+    within = (classes[:, None] == classes[None, :]) & (plain > 0)
+    # Edges across classes lose most of their membership; those within keep theirs.
+    assert ours[across].mean() < 0.2 * ours[within].mean()
+    assert (ours[within] / plain[within]).mean() > 0.5

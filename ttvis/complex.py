@@ -50,6 +50,8 @@ def fuzzy_complex(
     knn: KNNGraph,
     n_epochs_per_sample: float,
     seed: int = 0,
+    classes: np.ndarray | None = None,
+    class_weight: float = 0.0,
 ) -> tuple[scipy.sparse.coo_matrix, np.ndarray, np.ndarray]:
     """UMAP's fuzzy simplicial set of a k-NN graph, pruned as DVI does.
 
@@ -58,6 +60,12 @@ def fuzzy_complex(
         n_epochs_per_sample: ``s_n_epochs``; edges lighter than ``max_weight / s_n_epochs``
             would be drawn less than once per epoch and are dropped.
         seed: passed to umap as ``random_state`` (unused with precomputed neighbours).
+        classes: ``[N]`` int class of each point (the subject's prediction), or None. With
+            ``class_weight > 0`` the set is intersected with the classes' discrete metric
+            space, as umap-learn's supervised UMAP does with a categorical target: an edge
+            between two classes keeps ``exp(-2.5 / (1 - class_weight))`` of its membership
+            (:func:`class_far_dist`), and local connectivity is restored.
+        class_weight: umap-learn's ``target_weight`` in ``[0, 1]``; 0 ignores ``classes``.
 
     Returns:
         ``(graph, sigmas, rhos)``: the symmetric ``[N, N]`` membership graph (COO) and UMAP's
@@ -78,6 +86,12 @@ def fuzzy_complex(
         knn_indices=knn.indices,
         knn_dists=knn.dists,
     )
+    if classes is not None and class_weight > 0:
+        from umap.umap_ import discrete_metric_simplicial_set_intersection
+
+        graph = discrete_metric_simplicial_set_intersection(
+            graph.tocsr(), np.asarray(classes), far_dist=class_far_dist(class_weight)
+        )
     graph = graph.tocoo()
     graph.sum_duplicates()
     if graph.nnz and n_epochs_per_sample > 0:
@@ -86,6 +100,12 @@ def fuzzy_complex(
             (graph.data[keep], (graph.row[keep], graph.col[keep])), shape=graph.shape
         )
     return graph, sigmas.astype(np.float32), rhos.astype(np.float32)
+
+
+def class_far_dist(class_weight: float) -> float:
+    """umap-learn's distance between two categories for a ``target_weight`` (``UMAP.fit``):
+    ``2.5 / (1 - w)``, 1e12 (classes never joined) at ``w >= 1``."""
+    return 2.5 / (1.0 - class_weight) if class_weight < 1.0 else 1.0e12
 
 
 def edges_from_graph(
@@ -112,6 +132,8 @@ def spatial_complex(
     seed: int = 0,
     exact_below: int = EXACT_BELOW,
     init: KNNGraph | None = None,
+    classes: np.ndarray | None = None,
+    class_weight: float = 0.0,
 ) -> tuple[EdgeSet, KNNGraph]:
     """The spatial complex of one epoch (§4.1): k-NN, fuzzy set, pruning, flat edges.
 
@@ -124,6 +146,7 @@ def spatial_complex(
         exact_below: see :func:`ttvis.knn.knn_backend`.
         init: a k-NN graph of the same points to start NN-descent from (the previous epoch's);
             see :func:`ttvis.knn.nearest_neighbours`.
+        classes, class_weight: see :func:`fuzzy_complex`.
 
     Returns:
         ``(edges, knn)``.
@@ -131,7 +154,9 @@ def spatial_complex(
     knn = nearest_neighbours(
         x, n_neighbors, metric=metric, seed=seed, exact_below=exact_below, init=init
     )
-    graph, sigmas, rhos = fuzzy_complex(knn, n_epochs_per_sample, seed=seed)
+    graph, sigmas, rhos = fuzzy_complex(
+        knn, n_epochs_per_sample, seed=seed, classes=classes, class_weight=class_weight
+    )
     return edges_from_graph(graph, sigmas, rhos), knn
 
 

@@ -191,6 +191,7 @@ TRAIN_RULES: tuple[Rule, ...] = (
         method__lambda2=number_at_least(0),
         method__lambda_anchor=number_at_least(0),
         method__lambda_layout=number_at_least(0),
+        method__class_weight=share(),
         method__anchor_power=number_at_least(0),
         method__mix_fraction=share(),
         method__mix_noise=number_at_least(0),

@@ -68,7 +68,7 @@ def make_trainer(cfg: DictConfig, logger: Logger | bool, **overrides: Any) -> L.
 def training_head(cfg: DictConfig, run: TrainingRun, epoch: int):
     """The subject head for the prediction-preserving loss, the boundary points and the points
     near the decision boundary, or None when none of them is on or the run has no head."""
-    uses = ("lambda_pred", "b_n_epochs", "boundary_mix_fraction")
+    uses = ("lambda_pred", "b_n_epochs", "boundary_mix_fraction", "class_weight")
     if all(cfg.method.get(name, 0) <= 0 for name in uses):
         return None
     return try_load_subject_head(run, epoch, max_linear_residual=cfg.export.max_linear_residual)
@@ -345,7 +345,10 @@ def fit_timevis(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dic
     """
     t0 = time.perf_counter()
     anchors = bool(cfg.method.get("lambda_anchor", 0))
-    datamodule = instantiate(cfg.method.datamodule)(run=run, anchors=anchors)
+    heads = epoch_heads(cfg, run)
+    datamodule = instantiate(cfg.method.datamodule)(
+        run=run, anchors=anchors, subject_heads=None if heads is None else list(heads.heads)
+    )
     datamodule.build()
     t1 = time.perf_counter()
     shift, scale = datamodule.input_normalisation()  # per epoch: [E, D] and [E]
@@ -354,7 +357,7 @@ def fit_timevis(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dic
         log_prefix=f"{cfg.vis_name}",
         input_shift=shift,
         input_scale=scale,
-        subject_head=epoch_heads(cfg, run),
+        subject_head=heads,
     )
     overrides = {}
     if cfg.method.get("max_epochs"):

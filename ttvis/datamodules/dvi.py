@@ -9,7 +9,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ttvis.boundary import FlipSegments, boundary_complex, boundary_points, flip_segments
+from ttvis.boundary import (
+    FlipSegments,
+    boundary_complex,
+    boundary_points,
+    flip_segments,
+    predicted_classes,
+)
 from ttvis.complex import (
     EdgeSet,
     KNNGraph,
@@ -68,6 +74,9 @@ class DVIDataModule(EdgeDataModule):
         layout_epochs: umap-learn's optimisation epochs for that layout (None: its default).
         spread, min_dist, repulsion_strength, negative_sample_rate: that layout's UMAP settings
             (the visualizer's own).
+        class_weight: how far the complex separates the subject's predicted classes
+            (umap-learn's supervised ``target_weight``, :func:`ttvis.complex.fuzzy_complex`);
+            0 leaves it unsupervised, and so does a run without a subject head.
     """
 
     def __init__(
@@ -97,6 +106,7 @@ class DVIDataModule(EdgeDataModule):
         min_dist: float = 0.1,
         repulsion_strength: float = 1.0,
         negative_sample_rate: int = 5,
+        class_weight: float = 0.0,
     ) -> None:
         super().__init__(run, n_neighbors, batch_size, seed, max_draws_per_epoch)
         self.epoch = epoch
@@ -125,6 +135,8 @@ class DVIDataModule(EdgeDataModule):
         self.repulsion_strength = repulsion_strength
         self.negative_sample_rate = negative_sample_rate
         self.layout: np.ndarray | None = None  # [N, 2] UMAP layout of the training points
+        self.class_weight = class_weight
+        self.classes: np.ndarray | None = None  # [N] subject's predicted class per point
 
     def build(self) -> None:
         """Build the complex on the CPU (idempotent); fills ``knn``, ``edges``, ``n_edges``,
@@ -133,6 +145,8 @@ class DVIDataModule(EdgeDataModule):
             return
         start = time.perf_counter()
         self._reps = self.run.train_representations(self.epoch)
+        if self.class_weight > 0 and self.subject_head is not None:
+            self.classes = predicted_classes(self.subject_head, self._reps)[1]
         self.edges, self.knn = spatial_complex(
             self._reps,
             self.n_neighbors,
@@ -141,6 +155,8 @@ class DVIDataModule(EdgeDataModule):
             seed=self.seed,
             exact_below=self.exact_knn_below,
             init=self.prev_knn,  # NN-descent starts from the previous epoch's graph
+            classes=self.classes,
+            class_weight=self.class_weight,
         )
         self.layout = self._layout()
         self.n_edges = self.edges.edges_per_epoch(self.s_n_epochs)
@@ -183,7 +199,9 @@ class DVIDataModule(EdgeDataModule):
         if self.lambda_layout <= 0 or self.prev_positions is not None:
             return None
         a, b = umap_ab(**self.curve)
-        graph, _, _ = fuzzy_complex(self.knn, 0, seed=self.seed)  # 0: unpruned, as umap-learn's
+        graph, _, _ = fuzzy_complex(  # 0: unpruned, as umap-learn's
+            self.knn, 0, seed=self.seed, classes=self.classes, class_weight=self.class_weight
+        )
         return umap_layout(
             self._reps,
             graph,

@@ -9,10 +9,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ttvis.boundary import predicted_classes
 from ttvis.complex import EdgeSet, combine_edges, edges_from_graph, spatial_complex
 from ttvis.datamodules.edges import EdgeDataModule
 from ttvis.knn import EXACT_BELOW
 from ttvis.run import RunError, TrainingRun
+from ttvis.subject import SubjectHead
 from ttvis.temporal import (
     KCenterResult,
     VertexLayout,
@@ -63,6 +65,11 @@ class TimeVisDataModule(EdgeDataModule):
         metric: spatial k-NN metric.
         exact_knn_below: see :func:`ttvis.knn.knn_backend` (``knn.exact_below``).
         seed: seeds the k-NN and the edge draws.
+        class_weight: how far each epoch's spatial complex separates that epoch's predicted
+            classes (umap-learn's supervised ``target_weight``,
+            :func:`ttvis.complex.fuzzy_complex`); 0, or no ``subject_heads``, leaves it
+            unsupervised.
+        subject_heads: one subject head per epoch of the run (in ``run.epochs`` order), or None.
     """
 
     def __init__(
@@ -84,6 +91,8 @@ class TimeVisDataModule(EdgeDataModule):
         exact_knn_below: int = EXACT_BELOW,
         seed: int = 0,
         max_draws_per_epoch: int | None = None,
+        class_weight: float = 0.0,
+        subject_heads: list[SubjectHead] | None = None,
     ) -> None:
         if sampling not in SAMPLING:
             raise RunError(f"method.sampling={sampling!r}: expected one of {', '.join(SAMPLING)}")
@@ -103,6 +112,8 @@ class TimeVisDataModule(EdgeDataModule):
         self.anchor_power = anchor_power
         self.metric = metric
         self.exact_knn_below = exact_knn_below
+        self.class_weight = class_weight
+        self.subject_heads = subject_heads
         self.layout: VertexLayout | None = None
         self.kcenter: list[KCenterResult] | None = None
         self.spatial: EdgeSet | None = None
@@ -191,6 +202,9 @@ class TimeVisDataModule(EdgeDataModule):
             rows = layout.epoch_slice(t)
             x = run.train_representations(epoch)[layout.point[rows]]
             reps[rows] = x
+            classes = None
+            if self.class_weight > 0 and self.subject_heads is not None:
+                classes = predicted_classes(self.subject_heads[t], x)[1]
             edges, knn = spatial_complex(
                 x,
                 self.n_neighbors,
@@ -198,6 +212,8 @@ class TimeVisDataModule(EdgeDataModule):
                 metric=self.metric,
                 seed=self.seed,
                 exact_below=self.exact_knn_below,
+                classes=classes,
+                class_weight=self.class_weight,
             )
             knn_points.append(layout.point[rows][knn.indices])
             parts["head"].append(edges.head + rows.start)
