@@ -199,3 +199,33 @@ def test_dvi_batches_carry_points_at_the_real_decision_boundary(demo_run, caplog
     no_head.setup("fit")
     assert "no subject head" in caplog.text
     assert "boundary_x" not in next(iter(no_head.train_dataloader()))
+
+
+def test_dvi_complex_separates_the_heads_predicted_classes(demo_run):
+    """With ``class_weight`` the DVI complex is the fuzzy set intersected with the subject
+    head's predictions on the epoch's training points; without a head it stays unsupervised."""
+    from ttvis.complex import fuzzy_complex, spatial_complex
+    from ttvis.datamodules import DVIDataModule
+
+    run = TrainingRun(demo_run)
+    head = load_subject_head(run, 2)
+    dm = DVIDataModule(run, epoch=2, n_neighbors=5, subject_head=head, class_weight=0.5)
+    dm.build()
+    reps = run.train_representations(2)
+    classes = head.predict(torch.as_tensor(reps)).argmax(1).numpy()
+    np.testing.assert_array_equal(dm.classes, classes)
+    expected, _ = spatial_complex(reps, 5, dm.s_n_epochs, classes=classes, class_weight=0.5)
+    np.testing.assert_array_equal(dm.edges.head, expected.head)
+    np.testing.assert_allclose(dm.edges.weight, expected.weight)
+
+    graph, _, _ = fuzzy_complex(dm.knn, 0)
+    plain, separated = (
+        graph.toarray(),
+        fuzzy_complex(dm.knn, 0, classes=classes, class_weight=0.5)[0].toarray(),
+    )
+    across = (classes[:, None] != classes[None, :]) & (plain > 0)
+    assert across.any() and separated[across].mean() < 0.2 * plain[across].mean()
+
+    no_head = DVIDataModule(run, epoch=2, n_neighbors=5, class_weight=0.5)
+    no_head.build()
+    assert no_head.classes is None
