@@ -218,11 +218,8 @@ def test_dvi_complex_separates_the_heads_predicted_classes(demo_run):
     np.testing.assert_array_equal(dm.edges.head, expected.head)
     np.testing.assert_allclose(dm.edges.weight, expected.weight)
 
-    graph, _, _ = fuzzy_complex(dm.knn, 0)
-    plain, separated = (
-        graph.toarray(),
-        fuzzy_complex(dm.knn, 0, classes=classes, class_weight=0.5)[0].toarray(),
-    )
+    plain = fuzzy_complex(dm.knn, 0)[0].toarray()
+    separated = fuzzy_complex(dm.knn, 0, classes=classes, class_weight=0.5)[0].toarray()
     across = (classes[:, None] != classes[None, :]) & (plain > 0)
     assert across.any() and separated[across].mean() < 0.2 * plain[across].mean()
 

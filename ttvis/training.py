@@ -66,8 +66,9 @@ def make_trainer(cfg: DictConfig, logger: Logger | bool, **overrides: Any) -> L.
 
 
 def training_head(cfg: DictConfig, run: TrainingRun, epoch: int):
-    """The subject head for the prediction-preserving loss, the boundary points and the points
-    near the decision boundary, or None when none of them is on or the run has no head."""
+    """The subject head for the prediction-preserving loss, the boundary points, the points
+    near the decision boundary and the class-separated complex, or None when none of them is on
+    or the run has no head."""
     uses = ("lambda_pred", "b_n_epochs", "boundary_mix_fraction", "class_weight")
     if all(cfg.method.get(name, 0) <= 0 for name in uses):
         return None
