@@ -10,17 +10,19 @@ synthetic run of N samples x D dimensions, per subject epoch.
 The run (``synthetic.write_run``: 10 classes drifting apart over the epochs, 80/20 split, the
 logits of a linear head) is built once into ``{TTVIS_CACHE_DIR or ~/.cache/ttvis}/bench/``
 and reused. Each method then trains in its own process (so its peak RSS is its own) from the
-real config (``conf/``, composed as ``train.py`` does, ``resume=false``, no logger or progress
-bar), exporting into the run's ``visualize/``. Printed per subject epoch: seconds of the k-NN,
-of the whole complex, of training (edges per second and edge draws per visualizer epoch per
-point), of the exports and of the pictures; then the peak RSS. ``--evaluate`` also times
-``evaluate.py`` on the exports. Extra arguments are Hydra overrides for both methods, or for
-one when prefixed ``dvi:`` or ``timevis:``.
+real config (``conf/``, composed as ``train.py`` does, ``resume=false``, no logger),
+exporting into the run's ``visualize/``. Printed per subject epoch: seconds of the k-NN, of the
+whole complex, of training (edges per second and edge draws per visualizer epoch per
+point), of the exports and of the pictures; then the peak RSS. While a method runs, its log
+lines (each complex, visualizer epoch and export as it ends) are echoed with ``|``, so a long
+run shows where it is. ``--evaluate`` also times ``evaluate.py`` on the exports. Extra
+arguments are Hydra overrides for both methods, or for one when prefixed ``dvi:`` or ``timevis:``.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import logging
 import os
@@ -36,7 +38,8 @@ from synthetic import write_run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF = REPO_ROOT / "conf"
-QUIET = ["logger=none", "callbacks.progress_bar=null", "trainer.enable_progress_bar=false"]
+# No logger; the progress callback writes one log line per visualizer epoch (stderr is a pipe).
+QUIET = ["logger=none"]
 METHODS = {"dvi": "DVI", "timevis": "TimeVis"}
 RESULT_TAG = "SCALE_RESULT "  # the child's one line of JSON on stdout
 
@@ -76,9 +79,12 @@ def child(method: str, run: Path, overrides: list[str]) -> None:
     import ttvis  # noqa: F401  (registers resolvers)
     from ttvis.training import train
 
+    progress = logging.StreamHandler(sys.stderr)
+    progress.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    logging.getLogger("ttvis").addHandler(progress)
+    logging.getLogger("ttvis").setLevel(logging.INFO)
     knn_log = KNNSeconds()
     logging.getLogger("ttvis.knn").addHandler(knn_log)
-    logging.getLogger("ttvis.knn").setLevel(logging.INFO)
     with tempfile.TemporaryDirectory() as tmp:
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             cfg = compose(
@@ -111,14 +117,28 @@ def device_env(device: str) -> dict[str, str]:
 
 
 def run_child(method: str, run: Path, overrides: list[str], device: str) -> dict:
-    """:func:`child` in a fresh process; its summary."""
+    """:func:`child` in a fresh process; its summary. The child's ``ttvis`` log lines are
+    echoed as they come (prefixed ``|``)."""
     cmd = [sys.executable, __file__, "--child", method, "--run", str(run), *overrides]
-    proc = subprocess.run(
-        cmd, cwd=REPO_ROOT, env=device_env(device), capture_output=True, text=True
-    )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]
+    tail: collections.deque[str] = collections.deque(maxlen=60)
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=REPO_ROOT,
+            env=device_env(device),
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for line in proc.stderr:
+            tail.append(line)
+            if line[:2].isdigit() and line[2:3] == ":":  # the child's own log lines
+                print(f"  | {line.rstrip()}", flush=True)
+        proc.wait()
+        out.seek(0)
+        lines = [ln for ln in out.read().splitlines() if ln.startswith(RESULT_TAG)]
     if proc.returncode != 0 or not lines:
-        sys.exit(f"{method} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+        sys.exit(f"{method} failed (exit {proc.returncode}):\n{''.join(tail)[-4000:]}")
     return json.loads(lines[-1][len(RESULT_TAG) :])
 
 
