@@ -42,6 +42,7 @@ CONF = REPO_ROOT / "conf"
 QUIET = ["logger=none"]
 METHODS = {"dvi": "DVI", "timevis": "TimeVis"}
 RESULT_TAG = "SCALE_RESULT "  # the child's one line of JSON on stdout
+PROGRESS_TAG = "SCALE_LOG "  # starts each of the child's ttvis log lines on stderr
 
 
 def cached_run(n: int, dim: int, epochs: int, seed: int) -> Path:
@@ -80,7 +81,7 @@ def child(method: str, run: Path, overrides: list[str]) -> None:
     from ttvis.training import train
 
     progress = logging.StreamHandler(sys.stderr)
-    progress.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    progress.setFormatter(logging.Formatter(PROGRESS_TAG + "%(asctime)s %(message)s", "%H:%M:%S"))
     logging.getLogger("ttvis").addHandler(progress)
     logging.getLogger("ttvis").setLevel(logging.INFO)
     knn_log = KNNSeconds()
@@ -132,8 +133,8 @@ def run_child(method: str, run: Path, overrides: list[str], device: str) -> dict
         )
         for line in proc.stderr:
             tail.append(line)
-            if line[:2].isdigit() and line[2:3] == ":":  # the child's own log lines
-                print(f"  | {line.rstrip()}", flush=True)
+            if line.startswith(PROGRESS_TAG):
+                print(f"  | {line[len(PROGRESS_TAG) :].rstrip()}", flush=True)
         proc.wait()
         out.seek(0)
         lines = [ln for ln in out.read().splitlines() if ln.startswith(RESULT_TAG)]
