@@ -37,6 +37,11 @@ BAD_TRAIN_SETTINGS = {
     ),
     "sampling_unknown": (["method=timevis", "method.sampling=random"], "method.sampling='random'"),
     "t_n_neighbors": (["method=timevis", "method.t_n_neighbors=0"], "method.t_n_neighbors=0"),
+    "epoch_bias_shared": (
+        ["method=timevis", "method.normalisation=shared"],
+        "method.epoch_bias=True",
+    ),
+    "epoch_bias_text": (["method=timevis", "method.epoch_bias=yes"], "method.epoch_bias='yes'"),
     "batch_size_zero": (["method.batch_size=0"], "method.batch_size=0"),
     "batch_size_negative": (["method.batch_size=-5"], "method.batch_size=-5"),
     "n_neighbors_one": (["method.n_neighbors=1"], "method.n_neighbors=1"),

@@ -294,6 +294,50 @@ def test_export_state_folds_input_normalisation():
     torch.testing.assert_close(recon2, recon, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("hidden", [[8, 8], []])
+def test_export_state_folds_each_epochs_biases(hidden):
+    from ttvis.modules.autoencoder import Autoencoder
+
+    torch.manual_seed(0)
+    enc, dec = [5, *hidden, 2], [2, *hidden, 5]
+    net = Autoencoder(enc, dec, n_epochs=3)
+    with torch.no_grad():  # trained biases are not zero
+        net.encoder_epoch_bias.normal_()
+        net.decoder_epoch_bias.normal_()
+    shifts, scales = torch.randn(3, 5), torch.tensor([0.5, 2.0, 3.5])
+    x = torch.randn(10, 5)
+    for e in range(3):
+        # Brute force: the epoch's bias added to the first layer's output by hand.
+        h = net.encoder[0]((x - shifts[e]) / scales[e]) + net.encoder_epoch_bias[e]
+        z = net.encoder[1:](h) if len(net.encoder) > 1 else h
+        g = net.decoder[0](z) + net.decoder_epoch_bias[e]
+        recon = (net.decoder[1:](g) if len(net.decoder) > 1 else g) * scales[e] + shifts[e]
+        exported = Autoencoder(enc, dec)  # a plain network, as the original tool loads it
+        exported.load_state_dict(net.export_state(shifts[e], scales[e], e)["state_dict"])
+        z2, recon2 = exported(x)
+        torch.testing.assert_close(z2, z, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(recon2, recon, rtol=1e-5, atol=1e-5)
+        rows = torch.full((10,), e)
+        torch.testing.assert_close(net.encode((x - shifts[e]) / scales[e], rows), z)
+    with pytest.raises(ValueError, match="one epoch at a time"):
+        net.export_state(shifts[0], scales[0])
+
+
+def test_epoch_bias_needs_per_epoch_normalisation():
+    from functools import partial
+
+    from ttvis.modules import VisualizerModule
+
+    with pytest.raises(ValueError, match="epoch_bias needs per-epoch normalisation"):
+        VisualizerModule(
+            [4, 8, 2],
+            [2, 8, 4],
+            partial(torch.optim.Adam),
+            input_shift=torch.zeros(4),
+            epoch_bias=True,
+        )
+
+
 def test_interpolate_edges_on_segments_without_noise():
     gen = torch.Generator().manual_seed(0)
     head, tail = torch.randn(500, 6, generator=gen), torch.randn(500, 6, generator=gen)

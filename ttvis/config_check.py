@@ -123,6 +123,10 @@ def _kcenter(cfg: Mapping) -> bool:
     return str(_select(cfg, "method.sampling", "none")).lower() == "kcenter"
 
 
+def _shared_normalisation(cfg: Mapping) -> bool:
+    return str(_select(cfg, "method.normalisation", "epoch")).lower() == "shared"
+
+
 def _boundary_complex(cfg: Mapping) -> bool:
     value = _select(cfg, "method.b_n_epochs", 0)
     return _number(value) and value > 0
@@ -230,6 +234,16 @@ TRAIN_RULES: tuple[Rule, ...] = (
         method__kcenter__max_fraction=share(open_low=True),
     )
     + tuple(Rule("method." + r.key, r.test, r.expected, _boundary_complex) for r in _BOUNDARY_RULES)
+    + (
+        Rule("method.epoch_bias", lambda v: isinstance(v, bool), "true or false"),
+        Rule(
+            "method.epoch_bias",
+            lambda v: v is False,
+            "false with method.normalisation=shared (per-epoch biases go with per-epoch "
+            "normalisation)",
+            _shared_normalisation,
+        ),
+    )
     + PLOT_RULES
 )
 

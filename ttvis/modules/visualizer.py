@@ -100,6 +100,9 @@ class VisualizerModule(L.LightningModule):
         subject_epoch: the subject epoch this visualizer is for (tags the logs).
         log_prefix: tag prefix for the logger, e.g. ``DVI/epoch_3``.
         seed: seeds the negative sampling.
+        epoch_bias: with per-epoch normalisation, one learned first-layer bias per epoch in the
+            encoder and the decoder (:class:`Autoencoder`'s ``n_epochs``); an error with one
+            normalisation (``input_shift [D]``); without ``input_shift``, none.
     """
 
     def __init__(
@@ -124,10 +127,16 @@ class VisualizerModule(L.LightningModule):
         subject_epoch: int = 1,
         log_prefix: str = "visualizer",
         seed: int = 0,
+        epoch_bias: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "subject_head", "input_shift"])
-        self.autoencoder = Autoencoder(list(encoder_dims), list(decoder_dims))
+        n_epochs = 0
+        if epoch_bias and input_shift is not None:
+            if torch.as_tensor(input_shift).dim() != 2:
+                raise ValueError("epoch_bias needs per-epoch normalisation (input_shift [E, D])")
+            n_epochs = len(input_shift)
+        self.autoencoder = Autoencoder(list(encoder_dims), list(decoder_dims), n_epochs)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.lambda1 = lambda1
@@ -206,17 +215,21 @@ class VisualizerModule(L.LightningModule):
 
     def encode(self, x: Tensor) -> Tensor:
         """Representations ``[B, D]`` -> 2-D positions ``[B, 2]``."""
-        return self.autoencoder.encoder(self.normalise(x))
+        return self.autoencoder.encode(self.normalise(x), self._bias_rows())
 
     def decode(self, z: Tensor) -> Tensor:
         """2-D positions ``[B, 2]`` -> representations ``[B, D]``."""
-        return self.denormalise(self.autoencoder.decoder(z))
+        return self.denormalise(self.autoencoder.decode(z, self._bias_rows()))
+
+    def _bias_rows(self) -> int | None:
+        """The selected epoch position, for an autoencoder with per-epoch biases."""
+        return self._selected if self.autoencoder.n_epochs > 0 else None
 
     def export_state(self) -> dict:
         """The visualizer as ``vismodel/*.pth`` stores it: raw representations in and out
         (with per-epoch normalisation: the selected epoch's)."""
         shift, scale = self._shift_scale(None)
-        return self.autoencoder.export_state(shift, scale)
+        return self.autoencoder.export_state(shift, scale, self._bias_rows())
 
     # ------------------------------------------------------------------ warm start
     def warm_start(self, state_dict: dict[str, Tensor], temporal_weight: float) -> None:
@@ -254,7 +267,7 @@ class VisualizerModule(L.LightningModule):
         if rows is not None and "boundary_x" in batch:
             raise ValueError("boundary_x rows have no epoch: per-epoch normalisation needs none")
         x, x_all, counts = self._step_rows(batch, rows)
-        z_all, x_hat = self.autoencoder(x_all)
+        z_all, x_hat = self.autoencoder(x_all, rows)
         z = z_all[: x.shape[0]]
         losses = {
             "umap": umap_loss(
@@ -341,7 +354,8 @@ class VisualizerModule(L.LightningModule):
         if self.lambda_anchor > 0 and ("anchor" in batch or "anchor_x" in batch):
             if "anchor_x" in batch:  # TimeVis: where this visualizer puts the anchor vertex
                 anchor_rows = batch.get("anchor_epoch_pos") if rows is not None else None
-                anchor = self.autoencoder.encoder(self.normalise(batch["anchor_x"], anchor_rows))
+                anchor_x = self.normalise(batch["anchor_x"], anchor_rows)
+                anchor = self.autoencoder.encode(anchor_x, anchor_rows)
             else:  # DVI: the position under the previous visualizer
                 anchor = batch["anchor"]
             loss = anchor_loss(z, anchor, batch["anchor_weight"], batch.get("counts"))
