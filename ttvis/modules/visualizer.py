@@ -131,17 +131,17 @@ class VisualizerModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "subject_head", "input_shift"])
+        self._register_normalisation(encoder_dims[0], input_shift, input_scale)
         n_epochs = 0
         if epoch_bias and input_shift is not None:
-            if torch.as_tensor(input_shift).dim() != 2:
+            if not self.per_epoch_normalisation:
                 raise ValueError("epoch_bias needs per-epoch normalisation (input_shift [E, D])")
-            n_epochs = len(input_shift)
+            n_epochs = self.input_shift.shape[0]
         self.autoencoder = Autoencoder(list(encoder_dims), list(decoder_dims), n_epochs)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.lambda1 = lambda1
         self.lambda_pred = lambda_pred if subject_head is not None else 0.0
-        self._register_normalisation(encoder_dims[0], input_shift, input_scale)
         self.subject_head = subject_head
         self.mix_fraction = mix_fraction
         self.mix_noise = mix_noise
