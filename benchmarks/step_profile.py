@@ -28,7 +28,7 @@ from hydra.utils import instantiate
 
 import ttvis  # noqa: F401  (registers resolvers)
 from ttvis.run import TrainingRun
-from ttvis.training import training_head
+from ttvis.training import epoch_heads, training_head
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -61,8 +61,16 @@ def main() -> None:
         cfg = compose("config", overrides=["logger=none", *args.overrides])
     torch.manual_seed(cfg.seed)
     run = TrainingRun(cfg.content_path)
-    head = training_head(cfg, run, args.epoch)
-    dm = instantiate(cfg.method.datamodule)(run=run, epoch=args.epoch, subject_head=head)
+    if cfg.method.name == "TimeVis":  # one complex over every epoch, as fit_timevis builds it
+        head = epoch_heads(cfg, run)
+        dm = instantiate(cfg.method.datamodule)(
+            run=run,
+            anchors=bool(cfg.method.get("lambda_anchor", 0)),
+            subject_heads=None if head is None else list(head.heads),
+        )
+    else:
+        head = training_head(cfg, run, args.epoch)
+        dm = instantiate(cfg.method.datamodule)(run=run, epoch=args.epoch, subject_head=head)
     dm.build()
     dm.setup("fit")
     shift, scale = dm.input_normalisation()

@@ -276,6 +276,13 @@ def test_anchor_loss_brute_force():
     )
     assert anchor_loss(z, anchor, weight, counts).item() == pytest.approx(float(expected), rel=1e-5)
     assert anchor_loss(anchor, anchor, weight, counts).item() == 0.0
+    # Only some rows anchored: the same as every row with the others weighing 0.
+    rows = torch.tensor([1, 3, 4])
+    zero_elsewhere = torch.zeros(6).index_copy(0, rows, weight[rows])
+    torch.testing.assert_close(
+        anchor_loss(z, anchor[rows], weight[rows], counts, rows),
+        anchor_loss(z, anchor, zero_elsewhere, counts),
+    )
 
 
 def test_export_state_folds_input_normalisation():
@@ -458,13 +465,23 @@ def test_anchor_weight_is_the_kept_share_to_the_anchor_power(demo_run, power):
     assert 0 < kept.mean() < 1
 
 
-def test_edge_stream_carries_each_vertexs_anchor_features():
+@pytest.mark.parametrize("dedup", [True, False])
+def test_edge_stream_carries_each_vertexs_anchor_features(dedup):
     reps = _reps()
     anchor_vertex = torch.tensor([3, -1, 0, 5, -1, 2])
-    stream = EdgeStream(reps, _edge_set(), n_edges=50, batch_size=20, anchor_vertex=anchor_vertex)
+    stream = EdgeStream(
+        reps, _edge_set(), n_edges=50, batch_size=20, anchor_vertex=anchor_vertex, dedup=dedup
+    )
     batch = next(iter(stream))
     vertices = [int(torch.nonzero((reps == row).all(1))[0]) for row in batch["x"]]
-    want = [v if int(anchor_vertex[v]) < 0 else int(anchor_vertex[v]) for v in vertices]
+    if dedup:  # only the rows whose vertex has an anchor, and which rows they are
+        rows = [i for i, v in enumerate(vertices) if int(anchor_vertex[v]) >= 0]
+        assert 0 < len(rows) < len(vertices)
+        assert batch["anchor_rows"].tolist() == rows
+        want = [int(anchor_vertex[vertices[i]]) for i in rows]
+    else:  # every row, a vertex's own features where it has none
+        assert "anchor_rows" not in batch
+        want = [v if int(anchor_vertex[v]) < 0 else int(anchor_vertex[v]) for v in vertices]
     torch.testing.assert_close(batch["anchor_x"], reps[want])
 
 
@@ -503,6 +520,59 @@ def test_anchor_x_is_encoded_and_pulled_with_both_ends_trained():
     # Both ends are trained: the loss is not detached from the anchor's encoding.
     got.backward()
     assert anchor_x.grad is not None and anchor_x.grad.abs().sum() > 0
+    # Only some vertices carrying an anchor (as a deduplicating stream sends them) is the
+    # same step as every vertex carrying one with the others weighing 0.
+    rows = torch.tensor([0, 2, 5])
+    weight_elsewhere_0 = torch.zeros(8).index_copy(0, rows, weight[rows])
+    torch.manual_seed(1)
+    full = module.training_step({**batch, "anchor_weight": weight_elsewhere_0}, 0)
+    torch.manual_seed(1)
+    subset = module.training_step(
+        {**batch, "anchor_x": anchor_x[rows].detach(), "anchor_rows": rows}, 0
+    )
+    torch.testing.assert_close(subset, full)
+
+
+def test_anchor_fraction_estimates_the_anchor_loss_without_bias():
+    """Encoding a random half of the anchors, weighed up, gives the full anchor loss on
+    average; with ``anchor_rows`` (only some vertices anchored) as without."""
+    from functools import partial
+
+    from ttvis.modules import VisualizerModule
+
+    gen = torch.Generator().manual_seed(0)
+    x, anchor_x = torch.randn(12, 6, generator=gen), torch.randn(12, 6, generator=gen)
+    batch = {
+        "x": x,
+        "head_pos": torch.arange(6),
+        "tail_pos": torch.arange(6, 12),
+        "counts": torch.randint(1, 4, (12,), generator=gen),
+        "anchor_x": anchor_x,
+        "anchor_weight": torch.rand(12, generator=gen),
+    }
+    module = VisualizerModule([6, 8, 2], [2, 8, 6], partial(torch.optim.Adam), lambda_anchor=1.0)
+    module._generator = torch.Generator().manual_seed(1)
+    rows = torch.tensor([0, 3, 4, 7, 8, 11])
+    for extra in ({}, {"anchor_x": anchor_x[rows], "anchor_rows": rows}):
+        step = {**batch, **extra}
+
+        def anchor_term(step=step) -> float:
+            with torch.no_grad():
+                z = module.autoencoder.encode(x)
+                terms = dict(
+                    (name, loss)
+                    for name, _, loss in module._further_terms(
+                        step, None, x, x, x, step["counts"], z
+                    )
+                )
+            return float(terms["anchor"])
+
+        module.anchor_fraction = 1.0
+        full = anchor_term()
+        module.anchor_fraction = 0.5
+        draws = [anchor_term() for _ in range(3000)]
+        assert len(set(draws)) > 1  # a different half each step
+        assert np.mean(draws) == pytest.approx(full, rel=0.03)
 
 
 def test_edge_stream_adds_points_near_the_segment_flips():

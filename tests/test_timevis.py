@@ -192,6 +192,20 @@ def test_timevis_anchors_join_each_sample_to_its_next_epoch(tiny_run):
     _, _, _, vertex_data = dm.stream_spec()
     np.testing.assert_allclose(vertex_data["anchor_weight"].numpy(), expected_weight, rtol=1e-6)
     assert 0 < expected_weight[:n].mean() < 1
+    # Anchors lighter than anchor_min_weight are dropped: no anchor vertex, weight 0.
+    floor = float(np.median(expected_weight[: 2 * n]))
+    light = TimeVisDataModule(
+        tiny_run, n_neighbors=5, anchors=True, anchor_power=2.0, anchor_min_weight=floor
+    )
+    light.build()
+    dropped = expected_weight < floor
+    assert 0 < dropped[: 2 * n].sum() < 2 * n
+    np.testing.assert_array_equal(light.anchor_vertices(), np.where(dropped, -1, expected_anchor))
+    np.testing.assert_allclose(
+        light.stream_spec()[3]["anchor_weight"].numpy(),
+        np.where(dropped, 0.0, expected_weight),
+        rtol=1e-6,
+    )
     plain = TimeVisDataModule(tiny_run, n_neighbors=5)
     plain.build()
     assert plain.anchor_vertices() is None
@@ -244,22 +258,34 @@ def test_kcenter_epochs_cover_each_epoch_to_the_same_relative_radius(tiny_run):
         assert r.relative_radius <= target + 1e-6 or r.selected.size == n
 
 
-@pytest.mark.parametrize("gather_all", [None, False, True])
+@pytest.mark.parametrize("gather_all", [None, False, True, "linear heads"])
 def test_epoch_heads_apply_each_rows_own_head(gather_all):
-    """Grouped by epoch (the CPU's way) or every head on every row (an accelerator's: no host
-    synchronisation), each row gets its own epoch's logits, gradients included."""
-    heads = EpochHeads(
-        [torch.nn.Linear(4, 3), torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)],
-        logit_scales=[1.0, 2.0, 4.0],
-    )
-    heads.gather_all = gather_all
+    """Grouped by epoch (the CPU's way), every head on every row (an accelerator's: no host
+    synchronisation) or, for linear heads, one stacked product: each row gets its own epoch's
+    logits, gradients included."""
+    from ttvis.subject import LinearHead
+
+    gen = torch.Generator().manual_seed(0)
+    if gather_all == "linear heads":
+        layers = [
+            LinearHead(torch.randn(4, 3, generator=gen), torch.randn(3, generator=gen), 0.0)
+            for _ in range(3)
+        ]
+        weights = [h.weight.T for h in layers]  # [C, D], as torch.nn.Linear holds them
+    else:
+        layers = [torch.nn.Linear(4, 3), torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)]
+        weights = [h.weight for h in layers]
+    heads = EpochHeads(layers, logit_scales=[1.0, 2.0, 4.0])
+    assert heads.stacked == (gather_all == "linear heads")
+    heads.gather_all = None if gather_all == "linear heads" else gather_all
     x = torch.randn(6, 4, requires_grad=True)
     heads.rows = torch.tensor([0, 1, 1, 0, 1, 0])  # epoch 2 absent from the batch
     out = heads(x)
     for row, t in enumerate(heads.rows.tolist()):
-        torch.testing.assert_close(out[row], heads.heads[t](x[row]) / (1.0, 2.0, 4.0)[t])
+        want = heads.heads[t](x[row : row + 1])[0] / (1.0, 2.0, 4.0)[t]
+        torch.testing.assert_close(out[row], want)
     out.sum().backward()
-    expected = torch.stack([heads.heads[t].weight.sum(0) / (1.0, 2.0, 4.0)[t] for t in heads.rows])
+    expected = torch.stack([weights[t].sum(0) / (1.0, 2.0, 4.0)[t] for t in heads.rows])
     torch.testing.assert_close(x.grad, expected)
 
 

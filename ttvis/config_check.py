@@ -197,6 +197,8 @@ TRAIN_RULES: tuple[Rule, ...] = (
         method__lambda_layout=number_at_least(0),
         method__class_weight=share(),
         method__anchor_power=number_at_least(0),
+        method__anchor_fraction=share(open_low=True),
+        method__anchor_min_weight=share(),
         method__mix_fraction=share(),
         method__mix_noise=number_at_least(0),
         method__boundary_mix_fraction=share(),

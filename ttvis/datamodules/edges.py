@@ -37,8 +37,12 @@ class EdgeStream:
         vertex_data: optional per-vertex tensors ``{name: [N, ...]}`` gathered into each batch
             alongside ``x`` (e.g. previous positions for the temporal anchor).
         anchor_vertex: optional ``[N]`` int64 vertex whose features each vertex's temporal
-            anchor is (``-1``: none); each batch then also carries ``anchor_x [U, D]``, those
-            features (a vertex's own where it has none), to be encoded by the visualizer.
+            anchor is (``-1``: none); each batch then also carries ``anchor_x``, those
+            features, to be encoded by the visualizer. With ``dedup`` only the ``A`` vertices
+            that have an anchor carry one: ``anchor_x [A, D]`` and ``anchor_rows [A]``, their
+            rows of ``x`` (the others' encodings would be weighed 0). Without it every row
+            carries one (``[U, D]``, a vertex's own features where it has none), so the host
+            never waits for a count.
         segments: optional segments across the subject's decision boundary; each batch then
             also carries ``boundary_x``: points on ``round(segment_fraction * B)`` of them drawn
             uniformly, at a mixing weight within ``segment_width`` of the flip.
@@ -51,7 +55,7 @@ class EdgeStream:
 
     Yields:
         ``{"x": [U, D], "head_pos": [B], "tail_pos": [B], "counts": [U], **vertex_data}``
-        (and ``"anchor_x": [U, D]`` with anchor vertices, ``"boundary_x": [S, D]`` with
+        (and ``"anchor_x"``, ``"anchor_rows"`` with anchor vertices, ``"boundary_x": [S, D]`` with
         segments): the distinct vertices of the batch's edges once, and where each edge's ends
         sit among them.
     """
@@ -88,9 +92,7 @@ class EdgeStream:
         self.vertex_data = {k: v.to(device) for k, v in (vertex_data or {}).items()}
         self.anchor_vertex: Tensor | None = None
         if anchor_vertex is not None:
-            own = torch.arange(reps.shape[0], device=device)
-            anchor_vertex = torch.as_tensor(anchor_vertex, device=device)
-            self.anchor_vertex = torch.where(anchor_vertex >= 0, anchor_vertex, own)
+            self.anchor_vertex = torch.as_tensor(anchor_vertex, device=device)
         self.segments: tuple[Tensor, Tensor, Tensor] | None = None
         if segments is not None and len(segments) > 0 and segment_fraction > 0:
             self.segments = (
@@ -101,6 +103,9 @@ class EdgeStream:
         self.segment_fraction = float(segment_fraction)
         self.segment_width = float(segment_width)
         self.dedup = device.type == "cpu" if dedup is None else bool(dedup)
+        if self.anchor_vertex is not None and not self.dedup:  # every row carries an anchor
+            own = torch.arange(reps.shape[0], device=device)
+            self.anchor_vertex = torch.where(self.anchor_vertex >= 0, self.anchor_vertex, own)
 
     def __len__(self) -> int:
         return math.ceil(self.n_local / self.batch_size)
@@ -133,7 +138,11 @@ class EdgeStream:
             for name, values in self.vertex_data.items():
                 batch[name] = values[vertices]
             if self.anchor_vertex is not None:
-                batch["anchor_x"] = self.reps[self.anchor_vertex[vertices]]
+                anchor = self.anchor_vertex[vertices]
+                if self.dedup:
+                    batch["anchor_rows"] = torch.nonzero(anchor >= 0).squeeze(1)
+                    anchor = anchor[batch["anchor_rows"]]
+                batch["anchor_x"] = self.reps[anchor]
             if self.segments is not None:
                 batch["boundary_x"] = self._segment_points(size, generator)
             yield batch

@@ -59,6 +59,9 @@ class TimeVisDataModule(EdgeDataModule):
             (:func:`ttvis.temporal.successor_anchors`). With k-center sampling the two
             epochs' neighbour lists are over different selections, so shares run lower.
         anchor_power: sharpens the anchor weights.
+        anchor_min_weight: anchors lighter than this are dropped (weight 0, nothing streamed
+            or encoded for them): with a high ``anchor_power`` most vertices of an epoch whose
+            neighbourhoods moved weigh almost nothing, yet each anchor costs an encoder pass.
         batch_size: edges per optimizer step over all processes.
         max_draws_per_epoch: edge draws per visualizer epoch at most, per subject epoch
             (None: no cap; :meth:`EdgeDataModule.capped_draws`).
@@ -86,6 +89,7 @@ class TimeVisDataModule(EdgeDataModule):
         normalisation: str = "epoch",
         anchors: bool = False,
         anchor_power: float = 1.0,
+        anchor_min_weight: float = 0.0,
         batch_size: int = 1000,
         metric: str = "euclidean",
         exact_knn_below: int = EXACT_BELOW,
@@ -110,6 +114,7 @@ class TimeVisDataModule(EdgeDataModule):
         self.normalisation = normalisation
         self.anchors = anchors
         self.anchor_power = anchor_power
+        self.anchor_min_weight = anchor_min_weight
         self.metric = metric
         self.exact_knn_below = exact_knn_below
         self.class_weight = class_weight
@@ -247,11 +252,18 @@ class TimeVisDataModule(EdgeDataModule):
             self.layout, knn_points, self.anchor_power
         )
         have = self.anchor >= 0
+        mean = float(self.anchor_weight[have].mean()) if have.any() else 0.0
+        light = have & (self.anchor_weight < self.anchor_min_weight)
+        self.anchor[light] = -1
+        self.anchor_weight[light] = 0.0
         log.info(
-            "temporal anchors: %d vertices, mean weight %.3f (anchor_power=%g)",
+            "temporal anchors: %d vertices, mean weight %.3f (anchor_power=%g); %d lighter "
+            "than %g dropped",
             int(have.sum()),
-            float(self.anchor_weight[have].mean()) if have.any() else 0.0,
+            mean,
             self.anchor_power,
+            int(light.sum()),
+            self.anchor_min_weight,
         )
 
     def _log_complex(self, spatial_seconds: float, temporal_seconds: float) -> None:

@@ -105,19 +105,31 @@ def prediction_loss(logits_x: Tensor, logits_recon: Tensor, counts: Tensor | Non
     return weighted_mean(per_row, counts)
 
 
-def anchor_loss(z: Tensor, anchor: Tensor, weight: Tensor, counts: Tensor | None = None) -> Tensor:
-    """Weighted squared distance of embeddings to their previous positions.
+def anchor_loss(
+    z: Tensor,
+    anchor: Tensor,
+    weight: Tensor,
+    counts: Tensor | None = None,
+    rows: Tensor | None = None,
+) -> Tensor:
+    """Weighted squared distance of embeddings to their anchor positions.
 
     Args:
         z: ``[U, 2]`` current embeddings.
-        anchor: ``[U, 2]`` positions under the previous visualizer.
-        weight: ``[U]`` per-vertex weight in 0..1 (share of k-NN kept since the previous epoch).
+        anchor: ``[U, 2]`` positions to be pulled towards (``[A, 2]`` with ``rows``).
+        weight: ``[U]`` per-vertex weight in 0..1 (share of k-NN kept since the previous epoch;
+            ``[A]`` with ``rows``).
         counts: ``[U]`` edge-end multiplicity, as in :func:`reconstruction_loss`.
+        rows: optional ``[A]`` rows of ``z`` that have an anchor; every other row weighs 0 (it
+            still counts in the mean, so the loss equals the full one with zero weights).
 
     Returns:
         Scalar.
     """
-    per_row = weight * (z - anchor).pow(2).sum(1)
+    anchored = z if rows is None else z[rows]
+    per_row = weight * (anchored - anchor).pow(2).sum(1)
+    if rows is not None:
+        per_row = z.new_zeros(z.shape[0]).index_copy(0, rows, per_row)
     return weighted_mean(per_row, counts)
 
 

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from ttvis.modules.visualizer import VisualizerModule
+from ttvis.subject import LinearHead
 
 
 class EpochHeads(nn.Module):
@@ -26,11 +27,14 @@ class EpochHeads(nn.Module):
             every epoch on the same footing. Argmax, and so prediction preserving, is unchanged.
 
     Before each call set :attr:`rows` to the ``[M]`` epoch positions of the rows about to be
-    passed. On the CPU the forward pass groups rows by epoch (a loop over the epochs present,
-    vectorised over rows). On an accelerator grouping would make the host wait for each
-    epoch's row count every step, so there every head runs on every row and each row keeps
-    its own epoch's logits: E times the head's arithmetic (a head is small next to the
-    autoencoder), no synchronisation. :attr:`gather_all` forces one or the other.
+    passed. When every head is a :class:`~ttvis.subject.LinearHead` (the heads recovered from
+    saved predictions), their weights are stacked into one ``[D, E x C]`` product: every
+    epoch's logits of every row in one small matrix product, each row keeping its own epoch's
+    (E times a head's arithmetic, which is small next to the autoencoder's; no loop, no host
+    synchronisation). Other heads: on the CPU the forward pass groups rows by epoch (a loop over
+    the epochs present, vectorised over rows); on an accelerator grouping would make the host
+    wait for each epoch's row count every step, so there every head runs on every row.
+    :attr:`gather_all` forces one or the other of those two.
     """
 
     def __init__(self, heads: list[nn.Module], logit_scales: list[float] | None = None) -> None:
@@ -40,6 +44,16 @@ class EpochHeads(nn.Module):
         self.register_buffer("logit_scales", scales.float().clamp_min(1e-6))
         self.rows: Tensor | None = None
         self.gather_all: bool | None = None  # None: on any device but the CPU
+        self.stacked = bool(heads) and all(isinstance(h, LinearHead) for h in heads)
+        if self.stacked:  # [D, E * C] and [E * C], each epoch's divided by its logit scale
+            self.register_buffer(
+                "stacked_weight",
+                torch.cat([h.weight / s for h, s in zip(heads, self.logit_scales, strict=True)], 1),
+            )
+            self.register_buffer(
+                "stacked_bias",
+                torch.cat([h.bias / s for h, s in zip(heads, self.logit_scales, strict=True)]),
+            )
 
     def forward(self, x: Tensor) -> Tensor:
         rows = self.rows
@@ -48,6 +62,11 @@ class EpochHeads(nn.Module):
                 f"EpochHeads: {x.shape[0]} rows but epoch positions for "
                 f"{None if rows is None else rows.shape[0]}; set .rows before the call"
             )
+        if self.stacked:
+            every = (x @ self.stacked_weight + self.stacked_bias).view(
+                x.shape[0], len(self.heads), -1
+            )
+            return every[torch.arange(x.shape[0], device=x.device), rows]
         gather_all = x.device.type != "cpu" if self.gather_all is None else self.gather_all
         return self._every_head(x, rows) if gather_all else self._grouped(x, rows)
 

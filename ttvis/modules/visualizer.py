@@ -60,7 +60,8 @@ class VisualizerModule(L.LightningModule):
     A batch, as the edge streams yield it, holds the distinct vertices of ``B`` edges once:
     ``x [U, D]``, ``head_pos [B]`` and ``tail_pos [B]`` (rows of ``x``), and ``counts [U]``;
     optionally per-vertex ``anchor [U, 2]`` or ``anchor_x [U, D]`` and ``anchor_weight [U]``
-    (temporal anchors: positions, or features to encode) and
+    (temporal anchors: positions, or features to encode; ``anchor_x [A, D]`` with
+    ``anchor_rows [A]`` when only some vertices have one) and
     ``pred_weight [U]`` (0 leaves a vertex, e.g. a boundary point, out of the prediction loss)
     and ``boundary_x [S, D]``, points near the subject's decision boundary that join the
     reconstruction and prediction losses.
@@ -91,6 +92,10 @@ class VisualizerModule(L.LightningModule):
             changed move. The anchor is the vertex's position under the previous visualizer
             (DVI: batches carry ``anchor [U, 2]``) or the position this visualizer gives the
             same sample's next-epoch copy (TimeVis: ``anchor_x [U, D]``, both ends trained).
+        anchor_fraction: share of a batch's anchored vertices whose ``anchor_x`` is encoded in a
+            step, drawn at random; the others' terms are left out and the kept ones weighed up
+            by ``A / kept``, an unbiased estimate of the anchor loss at that share of the
+            encoder passes (1: every one). Anchors given as positions are all used.
         lambda_layout: weight of the layout targets: each training vertex's squared distance to
             its position in UMAP's own layout (batches carry ``layout [U, 2]`` and
             ``layout_weight [U]``, 0 for vertices without one); 0 turns it off.
@@ -119,6 +124,7 @@ class VisualizerModule(L.LightningModule):
         mix_fraction: float = 0.0,
         mix_noise: float = 0.0,
         lambda_anchor: float = 0.0,
+        anchor_fraction: float = 1.0,
         lambda_layout: float = 0.0,
         negative_sample_rate: int = 5,
         spread: float = 1.0,
@@ -146,6 +152,7 @@ class VisualizerModule(L.LightningModule):
         self.mix_fraction = mix_fraction
         self.mix_noise = mix_noise
         self.lambda_anchor = lambda_anchor
+        self.anchor_fraction = anchor_fraction
         self.lambda_layout = lambda_layout
         if subject_head is not None:
             subject_head.requires_grad_(False)
@@ -352,13 +359,29 @@ class VisualizerModule(L.LightningModule):
             loss = temporal_loss(list(self.autoencoder.parameters()), self._previous_weights)
             yield "temporal", self.temporal_weight, loss
         if self.lambda_anchor > 0 and ("anchor" in batch or "anchor_x" in batch):
+            weight, anchored = batch["anchor_weight"], batch.get("anchor_rows")
             if "anchor_x" in batch:  # TimeVis: where this visualizer puts the anchor vertex
-                anchor_rows = batch.get("anchor_epoch_pos") if rows is not None else None
-                anchor_x = self.normalise(batch["anchor_x"], anchor_rows)
-                anchor = self.autoencoder.encode(anchor_x, anchor_rows)
+                epochs = batch.get("anchor_epoch_pos") if rows is not None else None
+                anchor_x = batch["anchor_x"]
+                if anchored is not None:  # only the vertices that have an anchor carry one
+                    weight = weight[anchored]
+                    epochs = None if epochs is None else epochs[anchored]
+                n_anchored = anchor_x.shape[0]
+                n_kept = math.ceil(self.anchor_fraction * n_anchored)
+                if n_kept < n_anchored:  # a random subset, weighed up: an unbiased estimate
+                    keep = torch.randperm(
+                        n_anchored, device=anchor_x.device, generator=self._generator
+                    )[:n_kept]
+                    if anchored is None:
+                        anchored = torch.arange(n_anchored, device=anchor_x.device)
+                    anchored, anchor_x = anchored[keep], anchor_x[keep]
+                    weight = weight[keep] * (n_anchored / n_kept)
+                    epochs = None if epochs is None else epochs[keep]
+                anchor_x = self.normalise(anchor_x, epochs)
+                anchor = self.autoencoder.encode(anchor_x, epochs)
             else:  # DVI: the position under the previous visualizer
                 anchor = batch["anchor"]
-            loss = anchor_loss(z, anchor, batch["anchor_weight"], batch.get("counts"))
+            loss = anchor_loss(z, anchor, weight, batch.get("counts"), anchored)
             yield "anchor", self.lambda_anchor, loss
 
     def _accumulate(self, losses: dict[str, Tensor], n_edges: int) -> None:
