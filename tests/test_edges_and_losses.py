@@ -533,6 +533,32 @@ def test_anchor_x_is_encoded_and_pulled_with_both_ends_trained():
     torch.testing.assert_close(subset, full)
 
 
+def test_some_anchored_rows_train_under_bf16_autocast():
+    """``anchor_rows`` under ``trainer.precision=bf16-mixed``: bf16 positions, float32 weights."""
+    from functools import partial
+
+    from ttvis.modules import VisualizerModule
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 6, generator=gen)
+    rows = torch.tensor([1, 2, 6])
+    batch = {
+        "x": x,
+        "head_pos": torch.arange(4),
+        "tail_pos": torch.arange(4, 8),
+        "anchor_x": torch.randn(3, 6, generator=gen),
+        "anchor_rows": rows,
+        "anchor_weight": torch.rand(8, generator=gen),
+    }
+    module = VisualizerModule(
+        [6, 8, 2], [2, 8, 6], partial(torch.optim.Adam), lambda_anchor=0.5, anchor_fraction=0.5
+    )
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = module.training_step(batch, 0)
+    loss.backward()
+    assert torch.isfinite(loss)
+
+
 def test_anchor_fraction_estimates_the_anchor_loss_without_bias():
     """Encoding a random half of the anchors, weighed up, gives the full anchor loss on
     average; with ``anchor_rows`` (only some vertices anchored) as without."""

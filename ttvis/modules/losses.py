@@ -129,7 +129,7 @@ def anchor_loss(
     anchored = z if rows is None else z[rows]
     per_row = weight * (anchored - anchor).pow(2).sum(1)
     if rows is not None:
-        per_row = z.new_zeros(z.shape[0]).index_copy(0, rows, per_row)
+        per_row = per_row.new_zeros(z.shape[0]).index_copy(0, rows, per_row)
     return weighted_mean(per_row, counts)
 
 
