@@ -138,12 +138,9 @@ class VisualizerModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "subject_head", "input_shift"])
         self._register_normalisation(encoder_dims[0], input_shift, input_scale)
-        n_epochs = 0
-        if epoch_bias and input_shift is not None:
-            if not self.per_epoch_normalisation:
-                raise ValueError("epoch_bias needs per-epoch normalisation (input_shift [E, D])")
-            n_epochs = self.input_shift.shape[0]
-        self.autoencoder = Autoencoder(list(encoder_dims), list(decoder_dims), n_epochs)
+        self.autoencoder = self._build_autoencoder(
+            encoder_dims, decoder_dims, epoch_bias and input_shift is not None
+        )
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.lambda1 = lambda1
@@ -172,6 +169,18 @@ class VisualizerModule(L.LightningModule):
         # Pickled with the module into ddp_spawn/ddp_fork workers, so there it differs from
         # os.getpid(): see teardown.
         self._built_in_pid = os.getpid()
+
+    def _build_autoencoder(
+        self, encoder_dims: list[int], decoder_dims: list[int], epoch_bias: bool
+    ) -> Autoencoder:
+        """The :class:`Autoencoder`, with one first-layer bias per epoch when ``epoch_bias``
+        (which needs per-epoch normalisation, registered before)."""
+        n_epochs = 0
+        if epoch_bias:
+            if not self.per_epoch_normalisation:
+                raise ValueError("epoch_bias needs per-epoch normalisation (input_shift [E, D])")
+            n_epochs = self.input_shift.shape[0]
+        return Autoencoder(list(encoder_dims), list(decoder_dims), n_epochs)
 
     def _register_normalisation(
         self, dim: int, input_shift: Tensor | None, input_scale: Tensor | float
