@@ -585,12 +585,12 @@ def test_anchor_fraction_estimates_the_anchor_loss_without_bias():
         def anchor_term(step=step) -> float:
             with torch.no_grad():
                 z = module.autoencoder.encode(x)
-                terms = dict(
-                    (name, loss)
+                terms = {
+                    name: loss
                     for name, _, loss in module._further_terms(
                         step, None, x, x, x, step["counts"], z
                     )
-                )
+                }
             return float(terms["anchor"])
 
         module.anchor_fraction = 1.0

@@ -368,30 +368,36 @@ class VisualizerModule(L.LightningModule):
             loss = temporal_loss(list(self.autoencoder.parameters()), self._previous_weights)
             yield "temporal", self.temporal_weight, loss
         if self.lambda_anchor > 0 and ("anchor" in batch or "anchor_x" in batch):
-            weight, anchored = batch["anchor_weight"], batch.get("anchor_rows")
             if "anchor_x" in batch:  # TimeVis: where this visualizer puts the anchor vertex
-                epochs = batch.get("anchor_epoch_pos") if rows is not None else None
-                anchor_x = batch["anchor_x"]
-                if anchored is not None:  # only the vertices that have an anchor carry one
-                    weight = weight[anchored]
-                    epochs = None if epochs is None else epochs[anchored]
-                n_anchored = anchor_x.shape[0]
-                n_kept = math.ceil(self.anchor_fraction * n_anchored)
-                if n_kept < n_anchored:  # a random subset, weighed up: an unbiased estimate
-                    keep = torch.randperm(
-                        n_anchored, device=anchor_x.device, generator=self._generator
-                    )[:n_kept]
-                    if anchored is None:
-                        anchored = torch.arange(n_anchored, device=anchor_x.device)
-                    anchored, anchor_x = anchored[keep], anchor_x[keep]
-                    weight = weight[keep] * (n_anchored / n_kept)
-                    epochs = None if epochs is None else epochs[keep]
-                anchor_x = self.normalise(anchor_x, epochs)
-                anchor = self.autoencoder.encode(anchor_x, epochs)
+                anchor, weight, anchored = self._encoded_anchors(batch, rows)
             else:  # DVI: the position under the previous visualizer
-                anchor = batch["anchor"]
+                anchor, weight, anchored = batch["anchor"], batch["anchor_weight"], None
             loss = anchor_loss(z, anchor, weight, batch.get("counts"), anchored)
             yield "anchor", self.lambda_anchor, loss
+
+    def _encoded_anchors(
+        self, batch: dict[str, Tensor], rows: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``(anchor [K, 2], weight [K], anchored [K] or None)``: the positions this visualizer
+        gives a random ``anchor_fraction`` of the batch's anchor vertices (``anchor_x``), their
+        weights scaled by the inverse share kept (an unbiased estimate of the anchor loss), and
+        the rows of ``x`` they belong to (None: all of them, in order)."""
+        anchor_x, weight = batch["anchor_x"], batch["anchor_weight"]
+        epochs = batch.get("anchor_epoch_pos") if rows is not None else None
+        anchored = batch.get("anchor_rows")
+        if anchored is not None:  # only the vertices that have an anchor carry one
+            weight = weight[anchored]
+            epochs = None if epochs is None else epochs[anchored]
+        n_anchored = anchor_x.shape[0]
+        n_kept = math.ceil(self.anchor_fraction * n_anchored)
+        if n_kept < n_anchored:
+            keep = torch.randperm(n_anchored, device=anchor_x.device, generator=self._generator)
+            keep = keep[:n_kept]
+            anchored = keep if anchored is None else anchored[keep]
+            anchor_x, weight = anchor_x[keep], weight[keep] * (n_anchored / n_kept)
+            epochs = None if epochs is None else epochs[keep]
+        anchor = self.autoencoder.encode(self.normalise(anchor_x, epochs), epochs)
+        return anchor, weight, anchored
 
     def _accumulate(self, losses: dict[str, Tensor], n_edges: int) -> None:
         """Add this batch's losses, weighted by its edges, to the visualizer epoch's sums.
