@@ -28,7 +28,7 @@ from hydra.utils import instantiate
 
 import ttvis  # noqa: F401  (registers resolvers)
 from ttvis.run import TrainingRun
-from ttvis.training import epoch_heads, training_head
+from ttvis.training import timevis_datamodule, training_head
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -62,12 +62,7 @@ def main() -> None:
     torch.manual_seed(cfg.seed)
     run = TrainingRun(cfg.content_path)
     if cfg.method.name == "TimeVis":  # one complex over every epoch, as fit_timevis builds it
-        head = epoch_heads(cfg, run)
-        dm = instantiate(cfg.method.datamodule)(
-            run=run,
-            anchors=bool(cfg.method.get("lambda_anchor", 0)),
-            subject_heads=None if head is None else list(head.heads),
-        )
+        dm, head = timevis_datamodule(cfg, run)
     else:
         head = training_head(cfg, run, args.epoch)
         dm = instantiate(cfg.method.datamodule)(run=run, epoch=args.epoch, subject_head=head)

@@ -336,6 +336,19 @@ def epoch_heads(cfg: DictConfig, run: TrainingRun):
     return EpochHeads(heads, scales)
 
 
+def timevis_datamodule(cfg: DictConfig, run: TrainingRun):
+    """``(datamodule, heads)``: TimeVis's datamodule for ``run`` (temporal anchors when
+    ``method.lambda_anchor`` is on), not yet built, and every epoch's :class:`EpochHeads`
+    (:func:`epoch_heads`; None without)."""
+    heads = epoch_heads(cfg, run)
+    datamodule = instantiate(cfg.method.datamodule)(
+        run=run,
+        anchors=bool(cfg.method.get("lambda_anchor", 0)),
+        subject_heads=None if heads is None else list(heads.heads),
+    )
+    return datamodule, heads
+
+
 def fit_timevis(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dict[str, Any]:
     """TimeVis: one visualizer for every epoch, trained on the spatio-temporal complex (§5).
 
@@ -345,11 +358,7 @@ def fit_timevis(cfg: DictConfig, run: TrainingRun, logger: Logger | bool) -> dic
         and ``vertices`` (of the spatio-temporal complex) describe the one fit.
     """
     t0 = time.perf_counter()
-    anchors = bool(cfg.method.get("lambda_anchor", 0))
-    heads = epoch_heads(cfg, run)
-    datamodule = instantiate(cfg.method.datamodule)(
-        run=run, anchors=anchors, subject_heads=None if heads is None else list(heads.heads)
-    )
+    datamodule, heads = timevis_datamodule(cfg, run)
     datamodule.build()
     t1 = time.perf_counter()
     shift, scale = datamodule.input_normalisation()  # per epoch: [E, D] and [E]
