@@ -201,6 +201,45 @@ def test_dvi_batches_carry_points_at_the_real_decision_boundary(demo_run, caplog
     assert "boundary_x" not in next(iter(no_head.train_dataloader()))
 
 
+def test_timevis_batches_carry_points_at_each_epochs_decision_boundary(demo_run, caplog):
+    """TimeVis's segments join neighbours of one epoch that its subject predicts differently;
+    each point drawn near a flip lies on that epoch's decision boundary and carries its epoch."""
+    from ttvis.datamodules import TimeVisDataModule
+
+    run = TrainingRun(demo_run)
+    heads = [load_subject_head(run, e) for e in run.epochs]
+    dm = TimeVisDataModule(
+        run,
+        n_neighbors=5,
+        batch_size=400,
+        boundary_mix_fraction=0.5,
+        boundary_mix_width=0.0,  # exactly at the flips
+        subject_heads=heads,
+    )
+    dm.setup("fit")
+    epoch_pos = dm.layout.epoch_pos
+    first, second = dm.segments.first, dm.segments.second
+    assert (epoch_pos[first] == epoch_pos[second]).all()
+    assert set(epoch_pos[first].tolist()) == set(range(len(run.epochs)))
+    reps = dm.train_reps
+    for t in range(len(run.epochs)):  # each epoch's segments cross its own head's boundary
+        mine = epoch_pos[first] == t
+        a = heads[t].predict(torch.as_tensor(reps[first[mine]])).argmax(1)
+        b = heads[t].predict(torch.as_tensor(reps[second[mine]])).argmax(1)
+        assert (a != b).all()
+    batch = next(iter(dm.train_dataloader()))
+    points, epochs = batch["boundary_x"], batch["boundary_epoch_pos"]
+    assert points.shape == (200, reps.shape[1]) and epochs.shape == (200,)
+    assert len(torch.unique(epochs)) > 1
+    for t in torch.unique(epochs).tolist():
+        assert (boundary_gap(heads[t].predict(points[epochs == t])) < 0.05).all()
+
+    no_heads = TimeVisDataModule(run, n_neighbors=5, boundary_mix_fraction=0.5)
+    no_heads.setup("fit")
+    assert "no subject heads" in caplog.text
+    assert "boundary_x" not in next(iter(no_heads.train_dataloader()))
+
+
 def test_dvi_complex_separates_the_heads_predicted_classes(demo_run):
     """With ``class_weight`` the DVI complex is the fuzzy set intersected with the subject
     head's predictions on the epoch's training points; without a head it stays unsupervised."""

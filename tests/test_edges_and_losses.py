@@ -435,6 +435,63 @@ def test_boundary_x_joins_the_reconstruction_and_prediction_losses():
     assert got == pytest.approx(float(expected), rel=1e-5)
 
 
+def test_boundary_x_rows_take_their_own_epochs_normalisation_bias_and_head():
+    """TimeVis: each point near a decision boundary is normalised, biased and judged as a
+    row of its own epoch (``boundary_epoch_pos``), after the vertices and interpolations."""
+    from functools import partial
+
+    from ttvis.modules.losses import prediction_loss
+    from ttvis.modules.timevis import EpochHeads, TimeVisModule
+    from ttvis.subject import LinearHead
+
+    gen = torch.Generator().manual_seed(0)
+    heads = EpochHeads(
+        [LinearHead(torch.randn(6, 3, generator=gen), torch.zeros(3), 0.0) for _ in range(2)]
+    )
+    shift, scale = torch.randn(2, 6, generator=gen), torch.tensor([0.5, 3.0])
+    module = TimeVisModule(
+        [6, 8, 2],
+        [2, 8, 6],
+        partial(torch.optim.Adam),
+        lambda_pred=1.0,
+        input_shift=shift,
+        input_scale=scale,
+        subject_head=heads,
+        epoch_bias=True,
+    )
+    with torch.no_grad():  # distinct epoch biases, so a row given the wrong epoch shows
+        module.autoencoder.encoder_epoch_bias.normal_(generator=gen)
+        module.autoencoder.decoder_epoch_bias.normal_(generator=gen)
+    x, boundary_x = torch.randn(8, 6, generator=gen), torch.randn(3, 6, generator=gen)
+    batch = {
+        "x": x,
+        "head_pos": torch.tensor([0, 1, 2, 3]),
+        "tail_pos": torch.tensor([4, 5, 6, 7]),
+        "epoch_pos": torch.tensor([0, 0, 1, 1, 0, 1, 0, 1]),
+        "boundary_x": boundary_x,
+        "boundary_epoch_pos": torch.tensor([1, 0, 0]),
+    }
+    torch.manual_seed(1)  # the negatives
+    got = float(module.training_step(batch, 0))
+
+    rows = torch.cat([batch["epoch_pos"], batch["boundary_epoch_pos"]])
+    raw = torch.cat([x, boundary_x])
+    x_all = (raw - shift[rows]) / scale[rows][:, None]
+    with torch.no_grad():
+        z, x_hat = module.autoencoder(x_all, rows)
+        heads.rows = rows
+        torch.manual_seed(1)
+        expected = (
+            umap_loss(z[batch["head_pos"]], z[batch["tail_pos"]], module.a, module.b)
+            + reconstruction_loss(x_all, x_hat)
+            + prediction_loss(heads(raw), heads(x_hat * scale[rows][:, None] + shift[rows]))
+        )
+    assert got == pytest.approx(float(expected), rel=1e-5)
+    del batch["boundary_epoch_pos"]
+    with pytest.raises(ValueError, match="boundary_epoch_pos"):
+        module.training_step(batch, 0)
+
+
 @pytest.mark.parametrize("power", [1.0, 8.0])
 def test_anchor_weight_is_the_kept_share_to_the_anchor_power(demo_run, power):
     from ttvis.datamodules import DVIDataModule

@@ -178,7 +178,6 @@ CLOSED_SECTIONS = ("plots", "page")
 _BOUNDARY_RULES = _rules(
     boundary__fraction=share(open_low=True),
     boundary__delta=(lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
-    boundary__steps=int_at_least(1),
 )
 
 TRAIN_RULES: tuple[Rule, ...] = (
@@ -227,6 +226,7 @@ TRAIN_RULES: tuple[Rule, ...] = (
         method__warm_max_epochs=int_at_least(1),
         method__warm_min_epochs=int_at_least(1),
         method__layout_epochs=int_at_least(1),
+        method__boundary__steps=int_at_least(1),  # the boundary complex's and the flips
         method__max_draws_per_epoch=int_at_least(1),
         trainer__max_epochs=int_at_least(1),
     )

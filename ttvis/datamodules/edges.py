@@ -56,8 +56,9 @@ class EdgeStream:
     Yields:
         ``{"x": [U, D], "head_pos": [B], "tail_pos": [B], "counts": [U], **vertex_data}``
         (and ``"anchor_x"``, ``"anchor_rows"`` with anchor vertices, ``"boundary_x": [S, D]`` with
-        segments): the distinct vertices of the batch's edges once, and where each edge's ends
-        sit among them.
+        segments, and their epoch positions ``"boundary_epoch_pos": [S]`` when ``vertex_data``
+        has ``"epoch_pos"``): the distinct vertices of the batch's edges once, and where each
+        edge's ends sit among them.
     """
 
     def __init__(
@@ -144,19 +145,22 @@ class EdgeStream:
                     anchor = anchor[batch["anchor_rows"]]
                 batch["anchor_x"] = self.reps[anchor]
             if self.segments is not None:
-                batch["boundary_x"] = self._segment_points(size, generator)
+                batch["boundary_x"], first = self._segment_points(size, generator)
+                if "epoch_pos" in self.vertex_data:  # a segment lies within one epoch
+                    batch["boundary_epoch_pos"] = self.vertex_data["epoch_pos"][first]
             yield batch
 
-    def _segment_points(self, n_edges: int, generator: torch.Generator) -> Tensor:
-        """``[S, D]`` points near the flips of ``S = round(segment_fraction * n_edges)``
-        uniformly drawn segments."""
+    def _segment_points(self, n_edges: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """``([S, D], [S])``: points near the flips of ``S = round(segment_fraction * n_edges)``
+        uniformly drawn segments, and each segment's first vertex."""
         first, second, flip = self.segments
         device = self.reps.device
         n = max(1, round(self.segment_fraction * n_edges))
         pick = torch.randint(0, first.shape[0], (n,), device=device, generator=generator)
         offset = torch.rand(n, 1, device=device, generator=generator, dtype=flip.dtype)
         lam = (flip[pick] + (2 * offset - 1) * self.segment_width).clamp(0.0, 1.0)
-        return lam * self.reps[first[pick]] + (1 - lam) * self.reps[second[pick]]
+        first, second = first[pick], second[pick]
+        return lam * self.reps[first] + (1 - lam) * self.reps[second], first
 
 
 class EdgeDataModule(L.LightningDataModule):

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ttvis.boundary import predicted_classes
+from ttvis.boundary import FlipSegments, flip_segments, predicted_classes
 from ttvis.complex import EdgeSet, combine_edges, edges_from_graph, spatial_complex
 from ttvis.datamodules.edges import EdgeDataModule
 from ttvis.knn import EXACT_BELOW
@@ -73,6 +73,13 @@ class TimeVisDataModule(EdgeDataModule):
             :func:`ttvis.complex.fuzzy_complex`); 0, or no ``subject_heads``, leaves it
             unsupervised.
         subject_heads: one subject head per epoch of the run (in ``run.epochs`` order), or None.
+        boundary_mix_fraction: per edge of a batch, this many points near where an epoch's
+            subject flips its prediction between two of that epoch's k-NN neighbours
+            (:func:`ttvis.boundary.flip_segments`) join the reconstruction and prediction
+            losses as ``boundary_x``, each judged by its epoch's head; 0 turns them off (they
+            need ``subject_heads``).
+        boundary_mix_width: those points lie within this share of the segment of the flip.
+        boundary_steps: bisection steps that locate each flip.
     """
 
     def __init__(
@@ -97,6 +104,9 @@ class TimeVisDataModule(EdgeDataModule):
         max_draws_per_epoch: int | None = None,
         class_weight: float = 0.0,
         subject_heads: list[SubjectHead] | None = None,
+        boundary_mix_fraction: float = 0.0,
+        boundary_mix_width: float = 0.3,
+        boundary_steps: int = 12,
     ) -> None:
         if sampling not in SAMPLING:
             raise RunError(f"method.sampling={sampling!r}: expected one of {', '.join(SAMPLING)}")
@@ -127,6 +137,10 @@ class TimeVisDataModule(EdgeDataModule):
         self.n_edges = 0
         self.anchor: np.ndarray | None = None
         self.anchor_weight: np.ndarray | None = None
+        self.boundary_mix_fraction = boundary_mix_fraction
+        self.boundary_mix_width = boundary_mix_width
+        self.boundary_steps = boundary_steps
+        self.segments: FlipSegments | None = None
 
     # ------------------------------------------------------------------ building
     def build(self) -> None:
@@ -202,7 +216,14 @@ class TimeVisDataModule(EdgeDataModule):
         parts: dict[str, list[np.ndarray]] = {
             name: [] for name in ("head", "tail", "weight", "sigmas", "rhos")
         }
-        scales, knn_points = [], []
+        scales, knn_points, segments = [], [], []
+        mix_boundary = self.boundary_mix_fraction > 0 and self.subject_heads is not None
+        if self.boundary_mix_fraction > 0 and self.subject_heads is None:
+            log.warning(
+                "boundary_mix_fraction=%g but there are no subject heads; no points near the "
+                "decision boundaries",
+                self.boundary_mix_fraction,
+            )
         for t, epoch in enumerate(run.epochs):
             rows = layout.epoch_slice(t)
             x = run.train_representations(epoch)[layout.point[rows]]
@@ -221,12 +242,19 @@ class TimeVisDataModule(EdgeDataModule):
                 class_weight=self.class_weight,
             )
             knn_points.append(layout.point[rows][knn.indices])
+            if mix_boundary:
+                found = flip_segments(x, knn, self.subject_heads[t], self.boundary_steps)
+                segments.append((found.first + rows.start, found.second + rows.start, found.flip))
             parts["head"].append(edges.head + rows.start)
             parts["tail"].append(edges.tail + rows.start)
             parts["weight"].append(edges.weight)
             scales.append(data_scale(x))
             parts["sigmas"].append(edges.sigmas)
             parts["rhos"].append(edges.rhos)
+        if mix_boundary:
+            self.segments = FlipSegments(
+                *(np.concatenate(part) for part in zip(*segments, strict=True))
+            )
         return reps, parts, scales, knn_points
 
     def _balanced_weights(self, weights: list[np.ndarray], scales: list[float]) -> list[np.ndarray]:
@@ -270,12 +298,14 @@ class TimeVisDataModule(EdgeDataModule):
         """One line on the built complex: vertices, edges, draws, build times."""
         log.info(
             "TimeVis complex: %d vertices over %d epochs, %d spatial + %d temporal edges, "
-            "%d draws per visualizer epoch (spatial %.1fs, temporal %.1fs)",
+            "%d draws per visualizer epoch, %d segments across the decision boundaries "
+            "(spatial %.1fs, temporal %.1fs)",
             self.layout.n_vertices,
             len(self.run.epochs),
             len(self.spatial),
             len(self.temporal),
             self.n_edges,
+            0 if self.segments is None else len(self.segments),
             spatial_seconds,
             temporal_seconds,
         )
@@ -326,3 +356,9 @@ class TimeVisDataModule(EdgeDataModule):
     def anchor_vertices(self) -> np.ndarray | None:
         """``[V]`` each vertex's anchor vertex (``-1``: none), or None without anchors."""
         return self.anchor
+
+    def segment_spec(self) -> tuple[FlipSegments | None, float, float]:
+        """Every epoch's segments across its subject's decision boundary (vertex indices, so
+        each point keeps its epoch) and how to sample them."""
+        self.build()
+        return self.segments, self.boundary_mix_fraction, self.boundary_mix_width

@@ -269,19 +269,26 @@ class VisualizerModule(L.LightningModule):
         self._generator.manual_seed(self.seed * 7919 + self.subject_epoch * 104729 + rank)
 
     def row_epochs(self, batch: dict[str, Tensor]) -> Tensor | None:
-        """``[U + M]`` epoch position of every row the network sees in a step: the batch's
+        """``[U + M + S]`` epoch position of every row the network sees in a step: the batch's
         vertices (``epoch_pos``), then its ``M`` edge interpolations (each takes its head
-        end's); None when the batch carries no ``epoch_pos``."""
+        end's), then its ``S`` points near the decision boundary (``boundary_epoch_pos``);
+        None when the batch carries no ``epoch_pos``."""
         epoch_pos = batch.get("epoch_pos")
         if epoch_pos is None:
             return None
         n_mix = int(round(self.mix_fraction * batch["head_pos"].shape[0]))
-        return torch.cat([epoch_pos, epoch_pos[batch["head_pos"][:n_mix]]])
+        parts = [epoch_pos, epoch_pos[batch["head_pos"][:n_mix]]]
+        if "boundary_epoch_pos" in batch:
+            parts.append(batch["boundary_epoch_pos"])
+        return torch.cat(parts)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         rows = self.row_epochs(batch) if self.per_epoch_normalisation else None
-        if rows is not None and "boundary_x" in batch:
-            raise ValueError("boundary_x rows have no epoch: per-epoch normalisation needs none")
+        if rows is not None and "boundary_x" in batch and "boundary_epoch_pos" not in batch:
+            raise ValueError(
+                "boundary_x rows without boundary_epoch_pos: per-epoch "
+                "normalisation needs each row's epoch"
+            )
         x, x_all, counts = self._step_rows(batch, rows)
         z_all, x_hat = self.autoencoder(x_all, rows)
         z = z_all[: x.shape[0]]
@@ -330,7 +337,9 @@ class VisualizerModule(L.LightningModule):
                 )
             )
         if "boundary_x" in batch:
-            extra.append(self.normalise(batch["boundary_x"]))
+            boundary_x = batch["boundary_x"]
+            boundary_rows = None if rows is None else rows[rows.shape[0] - boundary_x.shape[0] :]
+            extra.append(self.normalise(boundary_x, boundary_rows))
         x_all = x
         if extra:
             x_all = torch.cat([x, *extra])
