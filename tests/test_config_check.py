@@ -61,6 +61,15 @@ BAD_TRAIN_SETTINGS = {
         ["method.b_n_epochs=1", "method.boundary.delta=0"],
         "method.boundary.delta=0",
     ),
+    "boundary_steps": (["method.boundary.steps=0"], "method.boundary.steps=0"),
+    "timevis_boundary_steps": (
+        ["method=timevis", "method.boundary.steps=1.5"],
+        "method.boundary.steps=1.5",
+    ),
+    "timevis_boundary_mix": (
+        ["method=timevis", "method.boundary_mix_fraction=2"],
+        "method.boundary_mix_fraction=2",
+    ),
     "epochs_zero": (["epochs=[0,2]"], "epochs=[0, 2]"),
     "seed_negative": (["seed=-1"], "seed=-1"),
     "lambda_anchor_nan": (["method.lambda_anchor=nan"], "method.lambda_anchor=nan"),

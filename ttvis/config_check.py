@@ -202,6 +202,7 @@ TRAIN_RULES: tuple[Rule, ...] = (
         method__mix_noise=number_at_least(0),
         method__boundary_mix_fraction=share(),
         method__boundary_mix_width=share(open_low=True),
+        method__boundary__steps=int_at_least(1),  # the boundary complex's and the flips
         method__negative_sample_rate=int_at_least(1),
         method__repulsion_strength=number_at_least(0),
         method__spread=positive(),
@@ -226,7 +227,6 @@ TRAIN_RULES: tuple[Rule, ...] = (
         method__warm_max_epochs=int_at_least(1),
         method__warm_min_epochs=int_at_least(1),
         method__layout_epochs=int_at_least(1),
-        method__boundary__steps=int_at_least(1),  # the boundary complex's and the flips
         method__max_draws_per_epoch=int_at_least(1),
         trainer__max_epochs=int_at_least(1),
     )
