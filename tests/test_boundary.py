@@ -238,6 +238,14 @@ def test_timevis_batches_carry_points_at_each_epochs_decision_boundary(demo_run,
     no_heads.setup("fit")
     assert "no subject heads" in caplog.text
     assert "boundary_x" not in next(iter(no_heads.train_dataloader()))
+    dim, n_classes = reps.shape[1], heads[0].predict(torch.as_tensor(reps[:1])).shape[1]
+    one_class = LinearHead(torch.zeros(dim, n_classes), torch.eye(n_classes)[0], 0.0)
+    no_flips = TimeVisDataModule(
+        run, n_neighbors=5, boundary_mix_fraction=0.5, subject_heads=[one_class] * len(heads)
+    )
+    no_flips.setup("fit")
+    assert len(no_flips.segments) == 0 and "no epoch's subject predicts" in caplog.text
+    assert "boundary_x" not in next(iter(no_flips.train_dataloader()))
 
 
 def test_dvi_complex_separates_the_heads_predicted_classes(demo_run):

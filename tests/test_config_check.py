@@ -114,6 +114,12 @@ def test_rules_only_apply_where_they_hold():
     check_config({"method": {"max_epochs": None}}, TRAIN_RULES)  # optional: null is fine
 
 
+def test_evaluate_checks_the_bisection_steps():
+    check_config({"boundary": {"steps": 12}}, EVALUATE_RULES)
+    with pytest.raises(ConfigError, match=r"boundary\.steps=0: expected an integer >= 1"):
+        check_config({"boundary": {"steps": 0}}, EVALUATE_RULES)
+
+
 def test_plot_settings_use_the_same_rules():
     with pytest.raises(ConfigError, match=r"plots\.dpi=0: expected an integer >= 1"):
         PlotSettings(dpi=0)

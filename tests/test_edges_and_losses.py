@@ -437,7 +437,8 @@ def test_boundary_x_joins_the_reconstruction_and_prediction_losses():
 
 def test_boundary_x_rows_take_their_own_epochs_normalisation_bias_and_head():
     """TimeVis: each point near a decision boundary is normalised, biased and judged as a
-    row of its own epoch (``boundary_epoch_pos``), after the vertices and interpolations."""
+    row of its own epoch (``boundary_epoch_pos``), after the vertices and the interpolations
+    (which take their head end's epoch)."""
     from functools import partial
 
     from ttvis.modules.losses import prediction_loss
@@ -458,6 +459,7 @@ def test_boundary_x_rows_take_their_own_epochs_normalisation_bias_and_head():
         input_scale=scale,
         subject_head=heads,
         epoch_bias=True,
+        mix_fraction=0.5,
     )
     with torch.no_grad():  # distinct epoch biases, so a row given the wrong epoch shows
         module.autoencoder.encoder_epoch_bias.normal_(generator=gen)
@@ -471,20 +473,28 @@ def test_boundary_x_rows_take_their_own_epochs_normalisation_bias_and_head():
         "boundary_x": boundary_x,
         "boundary_epoch_pos": torch.tensor([1, 0, 0]),
     }
-    torch.manual_seed(1)  # the negatives
+    module._generator = torch.Generator().manual_seed(1)  # interpolations, then negatives
     got = float(module.training_step(batch, 0))
 
-    rows = torch.cat([batch["epoch_pos"], batch["boundary_epoch_pos"]])
-    raw = torch.cat([x, boundary_x])
-    x_all = (raw - shift[rows]) / scale[rows][:, None]
+    head_pos, tail_pos, epoch_pos = batch["head_pos"], batch["tail_pos"], batch["epoch_pos"]
+    rows = torch.cat([epoch_pos, epoch_pos[head_pos[:2]], batch["boundary_epoch_pos"]])
+    generator = torch.Generator().manual_seed(1)
+    x_norm = (x - shift[epoch_pos]) / scale[epoch_pos][:, None]
+    mixed = interpolate_edges(x_norm[head_pos[:2]], x_norm[tail_pos[:2]], 0.0, generator)
+    boundary_rows = batch["boundary_epoch_pos"]
+    x_all = torch.cat(
+        [x_norm, mixed, (boundary_x - shift[boundary_rows]) / scale[boundary_rows][:, None]]
+    )
     with torch.no_grad():
         z, x_hat = module.autoencoder(x_all, rows)
         heads.rows = rows
-        torch.manual_seed(1)
+        spread = scale[rows][:, None]
         expected = (
-            umap_loss(z[batch["head_pos"]], z[batch["tail_pos"]], module.a, module.b)
+            umap_loss(z[head_pos], z[tail_pos], module.a, module.b, generator=generator)
             + reconstruction_loss(x_all, x_hat)
-            + prediction_loss(heads(raw), heads(x_hat * scale[rows][:, None] + shift[rows]))
+            + prediction_loss(
+                heads(x_all * spread + shift[rows]), heads(x_hat * spread + shift[rows])
+            )
         )
     assert got == pytest.approx(float(expected), rel=1e-5)
     del batch["boundary_epoch_pos"]

@@ -179,6 +179,8 @@ _BOUNDARY_RULES = _rules(
     boundary__fraction=share(open_low=True),
     boundary__delta=(lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
 )
+# Bisection steps: the boundary complex's, the flips' of the points near them and evaluate.py's.
+_BOUNDARY_STEPS_RULES = _rules(boundary__steps=int_at_least(1))
 
 TRAIN_RULES: tuple[Rule, ...] = (
     _rules(
@@ -202,7 +204,6 @@ TRAIN_RULES: tuple[Rule, ...] = (
         method__mix_noise=number_at_least(0),
         method__boundary_mix_fraction=share(),
         method__boundary_mix_width=share(open_low=True),
-        method__boundary__steps=int_at_least(1),  # the boundary complex's and the flips
         method__negative_sample_rate=int_at_least(1),
         method__repulsion_strength=number_at_least(0),
         method__spread=positive(),
@@ -236,6 +237,7 @@ TRAIN_RULES: tuple[Rule, ...] = (
         method__kcenter__max_fraction=share(open_low=True),
     )
     + tuple(Rule("method." + r.key, r.test, r.expected, _boundary_complex) for r in _BOUNDARY_RULES)
+    + tuple(Rule("method." + r.key, r.test, r.expected) for r in _BOUNDARY_STEPS_RULES)
     + (
         Rule("method.epoch_bias", lambda v: isinstance(v, bool), "true or false"),
         Rule(
@@ -254,6 +256,7 @@ EVALUATE_RULES: tuple[Rule, ...] = (
     + _rules(k=int_at_least(1), batch_size=int_at_least(1), seed=int_at_least(0))
     + _rules(max_linear_residual=positive())
     + _BOUNDARY_RULES
+    + _BOUNDARY_STEPS_RULES
 )
 
 PLOT_COMMAND_RULES: tuple[Rule, ...] = (VIS_RULE, EPOCHS_RULE, *PLOT_RULES)

@@ -217,13 +217,7 @@ class TimeVisDataModule(EdgeDataModule):
             name: [] for name in ("head", "tail", "weight", "sigmas", "rhos")
         }
         scales, knn_points, segments = [], [], []
-        mix_boundary = self.boundary_mix_fraction > 0 and self.subject_heads is not None
-        if self.boundary_mix_fraction > 0 and self.subject_heads is None:
-            log.warning(
-                "boundary_mix_fraction=%g but there are no subject heads; no points near the "
-                "decision boundaries",
-                self.boundary_mix_fraction,
-            )
+        mix_boundary = self._wants_boundary_points()
         for t, epoch in enumerate(run.epochs):
             rows = layout.epoch_slice(t)
             x = run.train_representations(epoch)[layout.point[rows]]
@@ -242,9 +236,11 @@ class TimeVisDataModule(EdgeDataModule):
                 class_weight=self.class_weight,
             )
             knn_points.append(layout.point[rows][knn.indices])
-            if mix_boundary:
+            if mix_boundary:  # as vertex indices: a segment stays within its epoch
                 found = flip_segments(x, knn, self.subject_heads[t], self.boundary_steps)
-                segments.append((found.first + rows.start, found.second + rows.start, found.flip))
+                segments.append(
+                    FlipSegments(found.first + rows.start, found.second + rows.start, found.flip)
+                )
             parts["head"].append(edges.head + rows.start)
             parts["tail"].append(edges.tail + rows.start)
             parts["weight"].append(edges.weight)
@@ -252,10 +248,35 @@ class TimeVisDataModule(EdgeDataModule):
             parts["sigmas"].append(edges.sigmas)
             parts["rhos"].append(edges.rhos)
         if mix_boundary:
-            self.segments = FlipSegments(
-                *(np.concatenate(part) for part in zip(*segments, strict=True))
-            )
+            self.segments = self._joined_segments(segments)
         return reps, parts, scales, knn_points
+
+    def _wants_boundary_points(self) -> bool:
+        """Whether to find each epoch's flips: ``boundary_mix_fraction`` > 0 and subject heads
+        to find them with (a warning when the heads are missing)."""
+        if self.boundary_mix_fraction > 0 and self.subject_heads is None:
+            log.warning(
+                "boundary_mix_fraction=%g but there are no subject heads; no points near the "
+                "decision boundaries",
+                self.boundary_mix_fraction,
+            )
+        return self.boundary_mix_fraction > 0 and self.subject_heads is not None
+
+    def _joined_segments(self, segments: list[FlipSegments]) -> FlipSegments:
+        """Every epoch's segments in one :class:`FlipSegments` (a warning when there are none)."""
+        joined = FlipSegments(
+            *(
+                np.concatenate([getattr(g, f) for g in segments])
+                for f in ("first", "second", "flip")
+            )
+        )
+        if len(joined) == 0:
+            log.warning(
+                "boundary_mix_fraction=%g but no epoch's subject predicts two neighbours "
+                "differently; no points near the decision boundaries",
+                self.boundary_mix_fraction,
+            )
+        return joined
 
     def _balanced_weights(self, weights: list[np.ndarray], scales: list[float]) -> list[np.ndarray]:
         """Each epoch's spatial edge weights scaled by its
