@@ -17,6 +17,7 @@ from ttvis.subject import (
     LinearHead,
     ModelHead,
     SubjectHeadError,
+    as_linear_head,
     load_subject_head,
     try_load_subject_head,
 )
@@ -42,6 +43,51 @@ def test_linear_head_reports_large_residual_for_nonlinear_map():
     logits = np.tanh(reps @ rng.normal(size=(5, 3))) ** 2 + np.abs(reps[:, :3])
     head = LinearHead.fit(reps, logits)
     assert head.residual > 0.2
+
+
+class _Classifier(torch.nn.Module):
+    """A subject model whose ``prediction`` is ``head`` (the user's ``model.py`` shape)."""
+
+    def __init__(self, head: torch.nn.Module) -> None:
+        super().__init__()
+        self.head = head
+
+    def prediction(self, feature: torch.Tensor) -> torch.Tensor:
+        return self.head(feature)
+
+
+def test_affine_model_head_becomes_linear_head_with_its_own_weights(demo_run):
+    run = TrainingRun(demo_run)
+    model_head = load_subject_head(run, 3)
+    head = as_linear_head(model_head, run.representations(3))
+    assert isinstance(head, LinearHead)
+    layer = model_head.model.head  # the demo classifier's final nn.Linear
+    np.testing.assert_allclose(head.weight.numpy(), layer.weight.T.numpy(), atol=1e-5)
+    np.testing.assert_allclose(head.bias.numpy(), layer.bias.numpy(), atol=1e-5)
+    far = torch.randn(300, run.shape.dim, generator=torch.Generator().manual_seed(0)) * 10
+    torch.testing.assert_close(head.predict(far), model_head.predict(far), rtol=1e-4, atol=1e-4)
+
+
+def test_linear_head_has_the_weights_of_dimensions_the_data_leave_at_zero():
+    rng = np.random.default_rng(2)
+    reps = np.abs(rng.normal(size=(500, 8))).astype(np.float32)
+    reps[:, :3] = 0  # dead units: the data alone cannot determine these weights
+    layer = torch.nn.Linear(8, 4)
+    head = as_linear_head(ModelHead(_Classifier(layer)), reps)
+    assert isinstance(head, LinearHead)
+    np.testing.assert_allclose(head.weight.numpy(), layer.weight.detach().T.numpy(), atol=1e-5)
+    x = torch.ones(2, 8)  # nonzero in the dead dimensions, as decoded points are
+    torch.testing.assert_close(head.predict(x), layer(x).detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_nonlinear_model_head_stays_a_model_head():
+    torch.manual_seed(0)
+    reps = np.abs(np.random.default_rng(3).normal(size=(400, 16))).astype(np.float32)
+    mlp = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 5))
+    model_head = ModelHead(_Classifier(mlp))
+    assert as_linear_head(model_head, reps) is model_head
+    linear = LinearHead.fit(reps, reps[:, :5] * 2.0)
+    assert as_linear_head(linear, reps) is linear  # linear already: unchanged
 
 
 def _stored(run: TrainingRun, epoch: int) -> tuple[torch.Tensor, np.ndarray]:

@@ -289,6 +289,28 @@ def test_epoch_heads_apply_each_rows_own_head(gather_all):
     torch.testing.assert_close(x.grad, expected)
 
 
+def test_demo_runs_model_heads_are_stacked_with_their_own_logits(demo_run):
+    """The demo classifier's ``prediction`` is one nn.Linear: TimeVis applies every epoch's as
+    one stacked product, and each row still gets its own epoch's model head's logits."""
+    from conftest import CONF_DIR
+    from hydra import compose, initialize_config_dir
+
+    from ttvis.subject import load_subject_head
+    from ttvis.training import epoch_heads
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["method=timevis", f"content_path={demo_run}"])
+    run = TrainingRun(demo_run)
+    heads = epoch_heads(cfg, run)
+    assert heads.stacked
+    x = torch.randn(len(run.epochs) * 4, run.shape.dim) * 3
+    heads.rows = torch.arange(len(run.epochs)).repeat_interleave(4)
+    out = heads(x)
+    for t, epoch in enumerate(run.epochs):
+        want = load_subject_head(run, epoch).predict(x[4 * t : 4 * t + 4]) / heads.logit_scales[t]
+        torch.testing.assert_close(out[4 * t : 4 * t + 4], want, rtol=1e-4, atol=1e-4)
+
+
 # ------------------------------------------------------------------ end to end
 
 

@@ -38,6 +38,10 @@ MAX_LINEAR_RESIDUAL = 1e-3
 # A linear head is also accepted when its residual is within this many times the residual
 # that rounding the stored representations (e.g. to float16) alone explains.
 ROUNDING_MARGIN = 2.0
+# A model head whose logits fit an affine function of the representations this closely
+# (relative least-squares residual on probe points around the data) is one: a final nn.Linear
+# evaluated in float32 leaves about 1e-7, a head with any nonlinearity orders of magnitude more.
+AFFINE_RESIDUAL = 1e-5
 
 
 class SubjectHeadError(RuntimeError):
@@ -134,6 +138,45 @@ class ModelHead(SubjectHead):
             return super().__reduce__()
         state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         return (_rebuild_model_head, (*self.source, state))
+
+
+def as_linear_head(head: SubjectHead, reps: np.ndarray, seed: int = 0) -> SubjectHead:
+    """``head`` as a :class:`LinearHead` with its own weights when its logits are an affine
+    function of the representations (a classifier whose ``prediction`` is one ``nn.Linear``,
+    as a ResNet's or the demo's), else ``head`` itself.
+
+    A linear head can be stacked with other epochs' into one matrix product
+    (:class:`~ttvis.modules.EpochHeads`) instead of a loop over the epochs. The head is probed
+    on ``2 D + 64`` points: random rows of ``reps`` and the same rows shaken by isotropic noise
+    of the data's scale, so that every dimension varies (also those the data leave at 0, whose
+    weights the data alone would not determine) and points off the data's region reveal any
+    kink. :meth:`LinearHead.fit` solves the weights; a relative residual above
+    :data:`AFFINE_RESIDUAL` keeps the model head.
+
+    Args:
+        head: one epoch's subject head.
+        reps: ``[N, D]`` that epoch's representations (memory-mapped is fine: only the probed
+            rows are read).
+        seed: picks the probed rows and the noise.
+
+    Returns:
+        A :class:`LinearHead` (on the CPU) or ``head`` unchanged.
+    """
+    if isinstance(head, LinearHead) or reps.shape[0] == 0:
+        return head
+    rng = np.random.default_rng(seed)
+    n_probe = 2 * reps.shape[1] + 64
+    rows = np.sort(rng.choice(reps.shape[0], size=min(n_probe // 2, reps.shape[0]), replace=False))
+    data = np.asarray(reps[rows], dtype=np.float32)
+    scale = float(np.sqrt(data.var(0).mean())) or 1.0
+    shaken = data[rng.integers(0, data.shape[0], n_probe - data.shape[0])]
+    shaken = shaken + rng.normal(0.0, scale, shaken.shape).astype(np.float32)
+    probe = np.concatenate([data, shaken])
+    logits = head.predict(torch.from_numpy(probe)).cpu().numpy()
+    linear = LinearHead.fit(probe, logits)
+    if linear.residual > AFFINE_RESIDUAL:
+        return head
+    return linear
 
 
 def _import_model_code(path: Path):

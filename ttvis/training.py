@@ -21,7 +21,7 @@ from ttvis.callbacks import encode_points
 from ttvis.preflight import open_run
 from ttvis.resume import EpochCheckpoint, ResumeStore, settings_fingerprint
 from ttvis.run import TrainingRun
-from ttvis.subject import try_load_subject_head
+from ttvis.subject import LinearHead, as_linear_head, try_load_subject_head
 
 log = logging.getLogger(__name__)
 
@@ -328,6 +328,14 @@ def epoch_heads(cfg: DictConfig, run: TrainingRun):
     heads = [training_head(cfg, run, epoch) for epoch in run.epochs]
     if not heads or any(h is None for h in heads):
         return None
+    # Affine model heads become LinearHeads: one stacked product per step, not a loop over epochs.
+    heads = [
+        as_linear_head(head, run.representations(epoch), seed=cfg.seed)
+        for head, epoch in zip(heads, run.epochs, strict=True)
+    ]
+    n_linear = sum(isinstance(head, LinearHead) for head in heads)
+    how = "one stacked product" if n_linear == len(heads) else "applied epoch by epoch"
+    log.info("subject heads: %d of %d epochs' affine (%s)", n_linear, len(heads), how)
     scales = []
     for epoch in run.epochs:
         logits = run.predictions(epoch)
