@@ -48,7 +48,7 @@ def test_linear_head_reports_large_residual_for_nonlinear_map():
 class _Classifier(torch.nn.Module):
     """A subject model whose ``prediction`` is ``head`` (the user's ``model.py`` shape)."""
 
-    def __init__(self, head: torch.nn.Module) -> None:
+    def __init__(self, head) -> None:
         super().__init__()
         self.head = head
 
@@ -72,6 +72,7 @@ def test_linear_head_has_the_weights_of_dimensions_the_data_leave_at_zero():
     rng = np.random.default_rng(2)
     reps = np.abs(rng.normal(size=(500, 8))).astype(np.float32)
     reps[:, :3] = 0  # dead units: the data alone cannot determine these weights
+    torch.manual_seed(0)
     layer = torch.nn.Linear(8, 4)
     head = as_linear_head(ModelHead(_Classifier(layer)), reps)
     assert isinstance(head, LinearHead)
@@ -80,13 +81,34 @@ def test_linear_head_has_the_weights_of_dimensions_the_data_leave_at_zero():
     torch.testing.assert_close(head.predict(x), layer(x).detach(), rtol=1e-5, atol=1e-5)
 
 
-def test_nonlinear_model_head_stays_a_model_head():
+@pytest.mark.parametrize(
+    "bend",
+    [
+        lambda y: y + 1e-3 * torch.relu(y),  # a kink 1,000 times smaller than the logits
+        lambda y: y.clamp(-8.0, 8.0),  # affine on the data, flat beyond
+        lambda y: torch.log1p(y.abs()),  # and it sends nothing non-finite
+    ],
+    ids=["small-kink", "clamp", "log"],
+)
+def test_model_head_that_bends_near_the_data_stays_a_model_head(bend):
     torch.manual_seed(0)
     reps = np.abs(np.random.default_rng(3).normal(size=(400, 16))).astype(np.float32)
-    mlp = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 5))
-    model_head = ModelHead(_Classifier(mlp))
+    layer = torch.nn.Linear(16, 5)
+    model_head = ModelHead(_Classifier(lambda x: bend(layer(x))))
     assert as_linear_head(model_head, reps) is model_head
-    linear = LinearHead.fit(reps, reps[:, :5] * 2.0)
+
+
+def test_model_head_with_non_finite_logits_or_data_stays_a_model_head():
+    torch.manual_seed(0)
+    reps = np.abs(np.random.default_rng(4).normal(size=(300, 6))).astype(np.float32)
+    layer = torch.nn.Linear(6, 3)
+    sqrt_head = ModelHead(_Classifier(lambda x: layer(torch.sqrt(x))))  # NaN off the data
+    assert as_linear_head(sqrt_head, reps) is sqrt_head
+    linear_head = ModelHead(_Classifier(layer))
+    assert isinstance(as_linear_head(linear_head, reps), LinearHead)
+    linear = LinearHead.fit(reps[:4], reps[:4, :3])
+    reps[:, 2] = np.nan  # in every row, so in every probed one
+    assert as_linear_head(linear_head, reps) is linear_head
     assert as_linear_head(linear, reps) is linear  # linear already: unchanged
 
 

@@ -38,10 +38,12 @@ MAX_LINEAR_RESIDUAL = 1e-3
 # A linear head is also accepted when its residual is within this many times the residual
 # that rounding the stored representations (e.g. to float16) alone explains.
 ROUNDING_MARGIN = 2.0
-# A model head whose logits fit an affine function of the representations this closely
-# (relative least-squares residual on probe points around the data) is one: a final nn.Linear
-# evaluated in float32 leaves about 1e-7, a head with any nonlinearity orders of magnitude more.
+# A model head whose logits an affine map reproduces this closely (relative residual on probe
+# points around the data: as_linear_head) is taken to be that map: a final nn.Linear evaluated in
+# float32 leaves about 1e-7, a ReLU, clamp or log that the probes cross far more.
 AFFINE_RESIDUAL = 1e-5
+AFFINE_PROBE_ROWS = 256  # rows of the data the affine map is checked on, as they are and shaken
+AFFINE_PROBE_NOISE = (1.0, 10.0)  # noise sizes of the shaken rows, in units of the data's scale
 
 
 class SubjectHeadError(RuntimeError):
@@ -146,12 +148,14 @@ def as_linear_head(head: SubjectHead, reps: np.ndarray, seed: int = 0) -> Subjec
     as a ResNet's or the demo's), else ``head`` itself.
 
     A linear head can be stacked with other epochs' into one matrix product
-    (:class:`~ttvis.modules.EpochHeads`) instead of a loop over the epochs. The head is probed
-    on ``2 D + 64`` points: random rows of ``reps`` and the same rows shaken by isotropic noise
-    of the data's scale, so that every dimension varies (also those the data leave at 0, whose
-    weights the data alone would not determine) and points off the data's region reveal any
-    kink. :meth:`LinearHead.fit` solves the weights; a relative residual above
-    :data:`AFFINE_RESIDUAL` keeps the model head.
+    (:class:`~ttvis.modules.EpochHeads`) instead of a loop over the epochs. The weights are read
+    off the head at ``0`` and at ``s e_i`` for every dimension ``i`` (``s``: the data's largest
+    magnitude), ``D + 1`` evaluations; the affine map is then checked against the head on
+    :data:`AFFINE_PROBE_ROWS` rows of ``reps`` and on the same rows shaken by isotropic noise of
+    each size in :data:`AFFINE_PROBE_NOISE` (times ``s``). It is kept when its relative
+    residual there is at most :data:`AFFINE_RESIDUAL`: a head that bends anywhere within ten
+    times the data's scale of the data (a ReLU, a clamp, a log) is not. Non-finite data or
+    logits keep the head.
 
     Args:
         head: one epoch's subject head.
@@ -160,23 +164,36 @@ def as_linear_head(head: SubjectHead, reps: np.ndarray, seed: int = 0) -> Subjec
         seed: picks the probed rows and the noise.
 
     Returns:
-        A :class:`LinearHead` (on the CPU) or ``head`` unchanged.
+        A :class:`LinearHead` (float32, on the CPU) or ``head`` unchanged.
     """
-    if isinstance(head, LinearHead) or reps.shape[0] == 0:
+    if isinstance(head, LinearHead):
         return head
     rng = np.random.default_rng(seed)
-    n_probe = 2 * reps.shape[1] + 64
-    rows = np.sort(rng.choice(reps.shape[0], size=min(n_probe // 2, reps.shape[0]), replace=False))
-    data = np.asarray(reps[rows], dtype=np.float32)
-    scale = float(np.sqrt(data.var(0).mean())) or 1.0
-    shaken = data[rng.integers(0, data.shape[0], n_probe - data.shape[0])]
-    shaken = shaken + rng.normal(0.0, scale, shaken.shape).astype(np.float32)
-    probe = np.concatenate([data, shaken])
-    logits = head.predict(torch.from_numpy(probe)).cpu().numpy()
-    linear = LinearHead.fit(probe, logits)
-    if linear.residual > AFFINE_RESIDUAL:
+    n_rows = min(AFFINE_PROBE_ROWS, reps.shape[0])
+    data = np.asarray(reps[np.sort(rng.choice(reps.shape[0], n_rows, replace=False))], np.float32)
+    if data.size == 0 or not np.isfinite(data).all():
         return head
-    return linear
+    scale = float(np.abs(data).max()) or 1.0
+    basis = np.vstack([np.zeros((1, data.shape[1])), scale * np.eye(data.shape[1])])
+    at_basis = _logits(head, basis)
+    bias = at_basis[0]
+    weight = (at_basis[1:] - bias) / scale  # [D, C]
+    shaken = [data + rng.normal(0.0, size * scale, data.shape) for size in AFFINE_PROBE_NOISE]
+    probe = np.concatenate([data, *shaken]).astype(np.float32)
+    logits = _logits(head, probe)
+    if not (np.isfinite(logits).all() and np.isfinite(weight).all()):
+        return head
+    spread = np.linalg.norm(logits - logits.mean(0)) or 1.0
+    residual = float(np.linalg.norm(probe @ weight + bias - logits) / spread)
+    if not residual <= AFFINE_RESIDUAL:
+        return head
+    return LinearHead(torch.from_numpy(weight).float(), torch.from_numpy(bias).float(), residual)
+
+
+def _logits(head: SubjectHead, points: np.ndarray) -> np.ndarray:
+    """``head``'s float64 logits ``[M, C]`` of ``points [M, D]`` (evaluated in float32)."""
+    x = torch.from_numpy(np.asarray(points, dtype=np.float32))
+    return head.predict(x).cpu().numpy().astype(np.float64)
 
 
 def _import_model_code(path: Path):

@@ -21,7 +21,7 @@ from ttvis.callbacks import encode_points
 from ttvis.preflight import open_run
 from ttvis.resume import EpochCheckpoint, ResumeStore, settings_fingerprint
 from ttvis.run import TrainingRun
-from ttvis.subject import LinearHead, as_linear_head, try_load_subject_head
+from ttvis.subject import as_linear_head, try_load_subject_head
 
 log = logging.getLogger(__name__)
 
@@ -322,26 +322,26 @@ def train(cfg: DictConfig, run: TrainingRun | None = None) -> dict[str, Any]:
 
 def epoch_heads(cfg: DictConfig, run: TrainingRun):
     """Every epoch's subject head as one :class:`EpochHeads`, or None when the prediction loss
-    is off or some epoch has no head."""
+    is off or some epoch has no head. Affine model heads become :class:`LinearHead` s
+    (:func:`~ttvis.subject.as_linear_head`), so all-affine heads run as one stacked product."""
     from ttvis.modules import EpochHeads
 
     heads = [training_head(cfg, run, epoch) for epoch in run.epochs]
     if not heads or any(h is None for h in heads):
         return None
-    # Affine model heads become LinearHeads: one stacked product per step, not a loop over epochs.
     heads = [
         as_linear_head(head, run.representations(epoch), seed=cfg.seed)
         for head, epoch in zip(heads, run.epochs, strict=True)
     ]
-    n_linear = sum(isinstance(head, LinearHead) for head in heads)
-    how = "one stacked product" if n_linear == len(heads) else "applied epoch by epoch"
-    log.info("subject heads: %d of %d epochs' affine (%s)", n_linear, len(heads), how)
     scales = []
     for epoch in run.epochs:
         logits = run.predictions(epoch)
         spread = float(np.asarray(logits[run.train_index]).std()) if logits is not None else 1.0
         scales.append(spread if spread > 0 else 1.0)
-    return EpochHeads(heads, scales)
+    stacked = EpochHeads(heads, scales)
+    how = "one stacked product" if stacked.stacked else "applied epoch by epoch"
+    log.info("subject heads of %d epochs: %s", len(heads), how)
+    return stacked
 
 
 def timevis_datamodule(cfg: DictConfig, run: TrainingRun):

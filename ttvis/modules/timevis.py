@@ -27,9 +27,10 @@ class EpochHeads(nn.Module):
             every epoch on the same footing. Argmax, and so prediction preserving, is unchanged.
 
     Before each call set :attr:`rows` to the ``[M]`` epoch positions of the rows about to be
-    passed. When every head is a :class:`~ttvis.subject.LinearHead` (the heads recovered from
-    saved predictions), their weights are stacked into one ``[D, E x C]`` product: every
-    epoch's logits of every row in one small matrix product, each row keeping its own epoch's
+    passed. When every head is a :class:`~ttvis.subject.LinearHead` (recovered from saved
+    predictions, or an affine model head: :func:`~ttvis.subject.as_linear_head`), their weights
+    are stacked into one ``[D, E x C]`` product: every epoch's logits of every row in one small
+    matrix product, each row keeping its own epoch's
     (E times a head's arithmetic, which is small next to the autoencoder's; no loop, no host
     synchronisation). Other heads: on the CPU the forward pass groups rows by epoch (a loop over
     the epochs present, vectorised over rows); on an accelerator grouping would make the host
