@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ttvis.complex import fuzzy_complex
+from ttvis.datamodules.edges import EdgeDataModule
 from ttvis.knn import nearest_neighbours
 from ttvis.layout import umap_layout
 from ttvis.metrics import neighbour_preserving
@@ -50,7 +51,8 @@ def main() -> None:
     print(f"UMAP layout: NP {neighbour_preserving(reps, layout, args.k).mean():.2f}", flush=True)
 
     torch.manual_seed(args.seed)
-    x = torch.from_numpy((reps - reps.mean(0)) / np.sqrt(reps.var(0).mean()))
+    shift, scale = EdgeDataModule.normalisation_of(reps)  # the visualizer's own
+    x = (torch.from_numpy(reps) - shift) / scale
     target = layout - layout.mean(0)
     if args.standardise:
         target = target / target.std()

@@ -338,10 +338,10 @@ def epoch_heads(cfg: DictConfig, run: TrainingRun):
         logits = run.predictions(epoch)
         spread = float(np.asarray(logits[run.train_index]).std()) if logits is not None else 1.0
         scales.append(spread if spread > 0 else 1.0)
-    stacked = EpochHeads(heads, scales)
-    how = "one stacked product" if stacked.stacked else "applied epoch by epoch"
+    every_epoch = EpochHeads(heads, scales)
+    how = "one stacked product" if every_epoch.stacked else "applied epoch by epoch"
     log.info("subject heads of %d epochs: %s", len(heads), how)
-    return stacked
+    return every_epoch
 
 
 def timevis_datamodule(cfg: DictConfig, run: TrainingRun):

@@ -30,11 +30,11 @@ class EpochHeads(nn.Module):
     passed. When every head is a :class:`~ttvis.subject.LinearHead` (recovered from saved
     predictions, or an affine model head: :func:`~ttvis.subject.as_linear_head`), their weights
     are stacked into one ``[D, E x C]`` product: every epoch's logits of every row in one small
-    matrix product, each row keeping its own epoch's
-    (E times a head's arithmetic, which is small next to the autoencoder's; no loop, no host
-    synchronisation). Other heads: on the CPU the forward pass groups rows by epoch (a loop over
-    the epochs present, vectorised over rows); on an accelerator grouping would make the host
-    wait for each epoch's row count every step, so there every head runs on every row.
+    matrix product, each row keeping its own epoch's (E times a head's arithmetic, which is
+    small next to the autoencoder's; no loop, no host synchronisation). Other heads: on the CPU
+    the forward pass groups rows by epoch (a loop over the epochs present, vectorised over
+    rows); on an accelerator grouping would make the host wait for each epoch's row count every
+    step, so there every head runs on every row.
     :attr:`gather_all` forces one or the other of those two.
     """
 
