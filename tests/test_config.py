@@ -190,9 +190,16 @@ def test_warm_fits_use_the_warm_schedule(demo_run):
     assert trainer_overrides == {}
 
     plain = _compose(
-        "dvi", "default", demo_run, ["method.warm_scheduler=null", "method.warm_max_epochs=null"]
+        "dvi",
+        "default",
+        demo_run,
+        ["method.warm_scheduler=null", "method.warm_max_epochs=null", "method.warm_ramp_epochs=0"],
     )
     assert warm_fit(plain) == ({}, {})
+    # The learning-rate ramp is the warm fits' alone: the first fit's module gets none.
+    assert cfg.method.warm_ramp_epochs == 1
+    assert warm_fit(cfg)[0]["lr_ramp_epochs"] == 1.0
+    assert "lr_ramp_epochs" not in cfg.method.module
 
 
 def test_warm_fits_train_in_proportion_to_the_neighbourhoods_that_changed(demo_run):

@@ -720,3 +720,49 @@ def test_draws_per_visualizer_epoch_are_capped_per_subject_epoch(demo_run):
     timevis = TimeVisDataModule(run, n_neighbors=5, max_draws_per_epoch=1000)
     timevis.build()
     assert timevis.n_edges == 1000 * len(run.epochs)
+
+
+@pytest.mark.parametrize("ramp", [0.0, 1.5])
+def test_learning_rate_ramp_scales_the_schedulers_rate_step_by_step(ramp):
+    """With ``lr_ramp_epochs`` the rate of step ``s`` is the scheduler's times ``(s + 1) /
+    ramp_steps`` until the ramp ends (here within the second epoch), and the scheduler steps
+    from its own rates, not the ramped ones."""
+    from functools import partial
+
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from ttvis.modules import VisualizerModule
+
+    gen = torch.Generator().manual_seed(0)
+    ends = {"head_pos": torch.arange(4), "tail_pos": torch.arange(4, 8)}
+    batches = [{"x": torch.randn(8, 6, generator=gen), **ends} for _ in range(4)]
+    module = VisualizerModule(
+        [6, 8, 2],
+        [2, 8, 6],
+        partial(torch.optim.Adam, lr=0.01),
+        partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.5),
+        lr_ramp_epochs=ramp,
+    )
+    seen = []
+
+    class RecordRate(L.Callback):
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            seen.append(optimizer.param_groups[0]["lr"])
+
+    trainer = L.Trainer(
+        max_epochs=3,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        callbacks=[RecordRate()],
+    )
+    trainer.fit(module, DataLoader(batches, batch_size=None))
+    scheduled = [0.01] * 4 + [0.005] * 4 + [0.0025] * 4
+    ramp_steps = ramp * 4
+    expected = [
+        lr * min((s + 1) / ramp_steps, 1.0) if ramp else lr for s, lr in enumerate(scheduled)
+    ]
+    assert seen == pytest.approx(expected, rel=1e-6)

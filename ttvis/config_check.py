@@ -227,6 +227,7 @@ TRAIN_RULES: tuple[Rule, ...] = (
         method__max_epochs=int_at_least(1),
         method__warm_max_epochs=int_at_least(1),
         method__warm_min_epochs=int_at_least(1),
+        method__warm_ramp_epochs=number_at_least(0),
         method__layout_epochs=int_at_least(1),
         method__max_draws_per_epoch=int_at_least(1),
         trainer__max_epochs=int_at_least(1),

@@ -109,11 +109,14 @@ def warm_fit(cfg: DictConfig, changed: float = 1.0) -> tuple[dict[str, Any], dic
 
     Returns:
         ``(module_overrides, trainer_overrides)``: ``{"scheduler": ...}`` from
-        ``method.warm_scheduler`` (when not null) and ``{"max_epochs": ...}``, the fit's length
+        ``method.warm_scheduler`` (when not null), ``{"lr_ramp_epochs": ...}`` from
+        ``method.warm_ramp_epochs`` (when set) and ``{"max_epochs": ...}``, the fit's length
         from :func:`warm_fit_epochs` (when it differs from ``trainer.max_epochs``). A warm
         scheduler's null ``T_max`` becomes the fit's length in visualizer epochs.
     """
     module_overrides: dict[str, Any] = {}
+    if cfg.method.get("warm_ramp_epochs"):
+        module_overrides["lr_ramp_epochs"] = float(cfg.method.warm_ramp_epochs)
     trainer_overrides: dict[str, Any] = {}
     epochs = warm_fit_epochs(cfg, changed)
     if epochs != cfg.trainer.max_epochs:

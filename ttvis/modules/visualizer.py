@@ -108,6 +108,9 @@ class VisualizerModule(L.LightningModule):
         epoch_bias: with per-epoch normalisation, one learned first-layer bias per epoch in the
             encoder and the decoder (:class:`Autoencoder`'s ``n_epochs``); an error with one
             normalisation (``input_shift [D]``); without ``input_shift``, none.
+        lr_ramp_epochs: the learning rate the scheduler sets is ramped up linearly over this
+            many visualizer epochs' steps (step ``s`` trains at ``(s + 1) / steps`` of it), so
+            a warm-started network is not shaken by Adam's first, full-size steps; 0: no ramp.
     """
 
     def __init__(
@@ -134,6 +137,7 @@ class VisualizerModule(L.LightningModule):
         log_prefix: str = "visualizer",
         seed: int = 0,
         epoch_bias: bool = False,
+        lr_ramp_epochs: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "subject_head", "input_shift"])
@@ -159,6 +163,7 @@ class VisualizerModule(L.LightningModule):
         self.subject_epoch = subject_epoch
         self.log_prefix = log_prefix
         self.seed = seed
+        self.lr_ramp_epochs = float(lr_ramp_epochs)
         self.temporal_weight = 0.0
         self._previous_weights: list[Tensor] = []  # the previous visualizer's parameters
         self._generator: torch.Generator | None = None
@@ -426,6 +431,33 @@ class VisualizerModule(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._epoch_sums = {}
         self._epoch_edges = 0
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        """One optimizer step; during the first ``lr_ramp_epochs`` it runs at ``(s + 1) /
+        ramp_steps`` of the scheduler's rate (step ``s``), restored right after, so the
+        scheduler never sees a ramped rate (Lightning's warm-up pattern; host-side only)."""
+        share = self._lr_ramp_share()
+        if share >= 1.0:
+            optimizer.step(closure=optimizer_closure)
+            return
+        scheduled = [group["lr"] for group in optimizer.param_groups]
+        for group, lr in zip(optimizer.param_groups, scheduled, strict=True):
+            group["lr"] = lr * share
+        try:
+            optimizer.step(closure=optimizer_closure)
+        finally:
+            for group, lr in zip(optimizer.param_groups, scheduled, strict=True):
+                group["lr"] = lr
+
+    def _lr_ramp_share(self) -> float:
+        """The share of the scheduler's rate this step trains at (1: no ramp, or past it)."""
+        if self.lr_ramp_epochs <= 0:
+            return 1.0
+        batches = self.trainer.num_training_batches
+        if not math.isfinite(batches):  # a stream of unknown length: no ramp
+            return 1.0
+        ramp_steps = self.lr_ramp_epochs * max(batches, 1)
+        return min((self.global_step + 1) / ramp_steps, 1.0)
 
     def on_train_epoch_end(self) -> None:
         """Check the epoch's loss is finite, then log each term's mean over the epoch's edges
