@@ -108,9 +108,8 @@ class VisualizerModule(L.LightningModule):
         epoch_bias: with per-epoch normalisation, one learned first-layer bias per epoch in the
             encoder and the decoder (:class:`Autoencoder`'s ``n_epochs``); an error with one
             normalisation (``input_shift [D]``); without ``input_shift``, none.
-        lr_ramp_epochs: the learning rate the scheduler sets is ramped up linearly over this
-            many visualizer epochs' steps (step ``s`` trains at ``(s + 1) / steps`` of it), so
-            a warm-started network is not shaken by Adam's first, full-size steps; 0: no ramp.
+        lr_ramp_epochs: the scheduler's rate ramps up linearly over this many visualizer
+            epochs (:meth:`optimizer_step`), so Adam's first steps do not shake a warm start.
     """
 
     def __init__(
@@ -150,8 +149,7 @@ class VisualizerModule(L.LightningModule):
         self.lambda1 = lambda1
         self.lambda_pred = lambda_pred if subject_head is not None else 0.0
         self.subject_head = subject_head
-        self.mix_fraction = mix_fraction
-        self.mix_noise = mix_noise
+        self.mix_fraction, self.mix_noise = mix_fraction, mix_noise
         self.lambda_anchor = lambda_anchor
         self.anchor_fraction = anchor_fraction
         self.lambda_layout = lambda_layout
