@@ -454,7 +454,8 @@ class VisualizerModule(L.LightningModule):
         batches = self.trainer.num_training_batches
         if not math.isfinite(batches):  # a stream of unknown length: no ramp
             return 1.0
-        ramp_steps = self.lr_ramp_epochs * max(batches, 1)
+        # global_step counts optimizer steps: one per accumulate_grad_batches batches.
+        ramp_steps = self.lr_ramp_epochs * max(batches / self.trainer.accumulate_grad_batches, 1)
         return min((self.global_step + 1) / ramp_steps, 1.0)
 
     def on_train_epoch_end(self) -> None:
