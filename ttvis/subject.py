@@ -109,9 +109,8 @@ class LinearHead(SubjectHead):
         x_mean, p_mean = x.mean(0), p.mean(0)
         w, *_ = np.linalg.lstsq(x - x_mean, p - p_mean, rcond=None)
         b = p_mean - x_mean @ w
-        fitted = x @ w + b
         scale = np.linalg.norm(p - p_mean) or 1.0
-        residual = float(np.linalg.norm(fitted - p) / scale)
+        residual = relative_residual(x @ w + b, p)
         noise_var = (x**2).sum(0) * eps**2 / 12  # [D], summed over samples
         rounding = float(np.sqrt((noise_var * (w**2).sum(1)).sum()) / scale)
         return cls(torch.from_numpy(w).float(), torch.from_numpy(b).float(), residual, rounding)
@@ -183,11 +182,18 @@ def as_linear_head(head: SubjectHead, reps: np.ndarray, seed: int = 0) -> Subjec
     logits = _logits(head, probe)
     if not (np.isfinite(logits).all() and np.isfinite(weight).all()):
         return head
-    spread = np.linalg.norm(logits - logits.mean(0)) or 1.0
-    residual = float(np.linalg.norm(probe @ weight + bias - logits) / spread)
+    residual = relative_residual(probe @ weight + bias, logits)
     if not residual <= AFFINE_RESIDUAL:
         return head
     return LinearHead(torch.from_numpy(weight).float(), torch.from_numpy(bias).float(), residual)
+
+
+def relative_residual(fitted: np.ndarray, logits: np.ndarray) -> float:
+    """``||fitted - logits|| / ||logits - mean(logits)||`` (Frobenius; a constant ``logits``
+    divides by 1): how far an affine map ``fitted [M, C]`` is from ``logits [M, C]``, relative
+    to the logits' spread. What :data:`MAX_LINEAR_RESIDUAL` and :data:`AFFINE_RESIDUAL` bound."""
+    spread = np.linalg.norm(logits - logits.mean(0)) or 1.0
+    return float(np.linalg.norm(fitted - logits) / spread)
 
 
 def _logits(head: SubjectHead, points: np.ndarray) -> np.ndarray:
