@@ -123,6 +123,28 @@ def test_trainer_and_callbacks_instantiate(demo_run, tmp_path):
     assert OmegaConf.select(cfg, "trainer._target_") == "lightning.pytorch.Trainer"
 
 
+@pytest.mark.parametrize(("devices", "threads", "warns"), [(2, "2", True), (2, "1", False)])
+def test_cpu_processes_asking_for_more_threads_than_cores_are_warned(
+    demo_run, monkeypatch, caplog, devices, threads, warns
+):
+    """With OMP_NUM_THREADS set, Lightning leaves every CPU process that many threads."""
+    from ttvis import training
+
+    monkeypatch.setattr(training, "_warned_oversubscribed", False)
+    monkeypatch.setenv("OMP_NUM_THREADS", threads)
+    monkeypatch.setattr(training.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    overrides = ["trainer.accelerator=cpu", f"trainer.devices={devices}", "trainer.strategy=ddp"]
+    cfg = _compose("dvi", "default", demo_run, overrides)
+    with caplog.at_level("WARNING", logger="ttvis.training"):
+        training.make_trainer(cfg, logger=False)
+    found = [r.getMessage() for r in caplog.records if "exceed" in r.getMessage()]
+    if warns:
+        assert found and "OMP_NUM_THREADS=2" in found[0] and "2 cores" in found[0], found
+        assert "Set OMP_NUM_THREADS=1" in found[0]
+    else:
+        assert not found
+
+
 def _cfg_job(demo_run, tmp_path, resolve: bool):
     flags = ["--cfg", "job"] + (["--resolve"] if resolve else [])
     return run_train([*flags, f"content_path={demo_run}"], tmp_path, small=False, check=False)

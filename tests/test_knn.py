@@ -138,6 +138,30 @@ def test_numba_code_is_compiled_once_per_machine(tmp_path):
         assert int(hits) >= 1 and int(misses) == 0, f"{name}: {hits} hits, {misses} misses"
 
 
+_THREADS_CHILD = textwrap.dedent(
+    """
+    import numpy as np, numba, torch
+    from ttvis.complex import spatial_complex
+    x = np.random.default_rng(0).normal(size=(600, 8)).astype(np.float32)
+    before = torch.get_num_threads()
+    spatial_complex(x, 10, 5.0, exact_below=100)  # NN-descent and the fuzzy set: numba code
+    print(before, torch.get_num_threads(), numba.get_num_threads())
+    """
+)
+
+
+def test_numba_leaves_torch_thread_count_as_it_was():
+    """A process told to use one thread (as Lightning's DDP tells each of its CPU processes)
+    keeps one after numba's two-thread pool has started for a complex."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="2", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run(
+        [sys.executable, "-c", _THREADS_CHILD], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr
+    before, after, numba_threads = proc.stdout.split()
+    assert (before, after, numba_threads) == ("1", "1", "2")
+
+
 def test_numba_cache_folder_follows_the_documented_settings(monkeypatch, tmp_path):
     monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
     monkeypatch.setenv("TTVIS_CACHE_DIR", str(tmp_path / "ttvis"))

@@ -15,7 +15,7 @@ import numpy as np
 import scipy.sparse
 
 from ttvis.knn import EXACT_BELOW, KNNGraph, nearest_neighbours
-from ttvis.numba_cache import cache_compiled_functions
+from ttvis.numba_cache import prepare_numba
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +75,8 @@ def fuzzy_complex(
     import umap
     from umap.umap_ import fuzzy_simplicial_set
 
-    cache_compiled_functions(pynndescent)  # umap imports it
-    cache_compiled_functions(umap)
+    prepare_numba(pynndescent)  # umap imports it
+    prepare_numba(umap)
     n = knn.indices.shape[0]
     graph, sigmas, rhos = fuzzy_simplicial_set(
         X=np.zeros((n, 1), dtype=np.float32),  # unused: neighbours are precomputed

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ttvis.numba_cache import cache_compiled_functions
+from ttvis.numba_cache import prepare_numba
 
 log = logging.getLogger(__name__)
 EXACT_BELOW = 10_000  # default of knn.exact_below: exact brute force below this many points
@@ -206,7 +206,7 @@ def _nndescent(data: np.ndarray, n_neighbors: int, metric: str, seed: int, **kwa
     counts (:func:`nndescent_params`); ``kwargs`` go to ``NNDescent``."""
     import pynndescent
 
-    cache_compiled_functions(pynndescent)
+    prepare_numba(pynndescent)
     n_trees, n_iters = nndescent_params(data.shape[0])
     return pynndescent.NNDescent(
         np.asarray(data, dtype=np.float32),

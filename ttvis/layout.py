@@ -16,7 +16,7 @@ import time
 import numpy as np
 import scipy.sparse
 
-from ttvis.numba_cache import cache_compiled_functions
+from ttvis.numba_cache import prepare_numba
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def umap_layout(
     import umap
     from umap.umap_ import simplicial_set_embedding
 
-    cache_compiled_functions(umap)
+    prepare_numba(umap)
     start = time.perf_counter()
     embedding, _ = simplicial_set_embedding(
         data=x,

@@ -31,6 +31,7 @@ import scipy.sparse
 import torch
 
 from ttvis.complex import kept_share
+from ttvis.numba_cache import prepare_numba
 
 log = logging.getLogger(__name__)
 
@@ -167,8 +168,10 @@ def temporal_complex(
         ``(graph, knn_indices, knn_dists)``: the symmetric ``[V, V]`` membership graph (COO)
         and the temporal k-NN it was built from.
     """
+    import umap
     from umap.umap_ import compute_membership_strengths
 
+    prepare_numba(umap)
     knn_idx, knn_dist = temporal_knn(x, layout, n_neighbors)
     v = layout.n_vertices
     if knn_idx.shape[1] == 0:

@@ -6,6 +6,7 @@ import ctypes
 import gc
 import logging
 import math
+import os
 import sys
 import time
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 from hydra.utils import instantiate
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
@@ -60,9 +62,45 @@ def instantiate_logger(cfg: DictConfig) -> Logger | bool:
 
 def make_trainer(cfg: DictConfig, logger: Logger | bool, **overrides: Any) -> L.Trainer:
     """A Trainer from ``cfg.trainer`` (plus ``overrides``), fresh callbacks, the shared logger."""
-    return instantiate(
+    trainer = instantiate(
         cfg.trainer, callbacks=instantiate_callbacks(cfg), logger=logger, **overrides
     )
+    warn_if_cpu_oversubscribed(trainer)
+    return trainer
+
+
+_warned_oversubscribed = False
+
+
+def warn_if_cpu_oversubscribed(trainer: L.Trainer) -> None:
+    """Warn once (rank zero) when ``trainer``'s CPU processes on this machine would run more
+    threads than it has cores.
+
+    Lightning gives each of N CPU processes ``cores / N`` threads unless ``OMP_NUM_THREADS`` is
+    set, in which case every process takes that many. Past the core count, OpenMP threads wait
+    on busy cores at every parallel operation: on two cores, two processes of two threads each
+    trained 4x slower per step than one process (docs/results.md).
+    """
+    global _warned_oversubscribed
+    if _warned_oversubscribed or not isinstance(trainer.accelerator, CPUAccelerator):
+        return
+    try:
+        threads = int(os.environ["OMP_NUM_THREADS"])
+    except (KeyError, ValueError):  # unset: Lightning shares the cores out itself
+        return
+    affinity = getattr(os, "sched_getaffinity", None)
+    cores = len(affinity(0)) if affinity else (os.cpu_count() or 1)
+    if trainer.num_devices * threads > cores and trainer.is_global_zero:
+        _warned_oversubscribed = True
+        log.warning(
+            "trainer.devices=%d CPU processes x OMP_NUM_THREADS=%d threads exceed this "
+            "machine's %d cores: every step will wait on busy cores. Set OMP_NUM_THREADS=%d, "
+            "or unset it (Lightning then gives each process its share of the cores)",
+            trainer.num_devices,
+            threads,
+            cores,
+            max(1, cores // trainer.num_devices),
+        )
 
 
 def training_head(cfg: DictConfig, run: TrainingRun, epoch: int):
