@@ -40,6 +40,7 @@ def _drawn_edges(stream: EdgeStream) -> list[tuple[int, int]]:
         x = batch["x"]
         assert torch.equal(x[:, 1], 10 * x[:, 0])  # rows are genuine vertex rows
         assert x[:, 0].unique().numel() == x.shape[0], "vertices are not distinct"
+        assert batch["vertex"].tolist() == x[:, 0].long().tolist()  # each row's vertex
         heads = x[batch["head_pos"], 0].long().tolist()
         tails = x[batch["tail_pos"], 0].long().tolist()
         # counts: how often each distinct vertex occurs among the batch's 2B edge ends.
@@ -102,6 +103,7 @@ def test_edge_stream_without_dedup_draws_the_same_edges_one_row_per_end():
     for batch in plain:
         x, size = batch["x"], batch["head_pos"].numel()
         assert x.shape[0] == 2 * size and batch["counts"].tolist() == [1] * (2 * size)
+        assert batch["vertex"].tolist() == x[:, 0].long().tolist()
         heads = x[batch["head_pos"], 0].long().tolist()
         tails = x[batch["tail_pos"], 0].long().tolist()
         pairs += list(zip(heads, tails, strict=True))
@@ -142,6 +144,46 @@ def test_umap_loss_matches_brute_force(m, repulsion):
         d2 = float(((emb_from[k % 9] - emb_to[j]) ** 2).sum())
         terms.append(-math.log(min(max(1.0 - _q(d2, a, b), eps), 1.0)) * repulsion)
     assert float(loss) == pytest.approx(sum(terms) / len(terms), rel=1e-9)
+
+
+def test_umap_loss_skips_drawn_tails_that_are_not_negatives():
+    """A drawn tail that is the head's own vertex or its edge's tail is no negative: its
+    repulsion is left out of the sum (the mean still counts it), as a loop over pairs does."""
+    a, b = umap_ab(1.0, 0.1)
+    m, n = 4, 10
+    gen = torch.Generator().manual_seed(3)
+    vertex_pos = torch.randn(6, 2, generator=gen, dtype=torch.float64)
+    head = torch.randint(0, 6, (n,), generator=gen)
+    tail = (head + torch.randint(1, 6, (n,), generator=gen)) % 6
+    loss = umap_loss(
+        vertex_pos[head], vertex_pos[tail], a, b, negative_sample_rate=m,
+        generator=torch.Generator().manual_seed(7), head_vertex=head, tail_vertex=tail,
+    )  # fmt: skip
+    neg = torch.randint(0, n, (n * m,), generator=torch.Generator().manual_seed(7)).tolist()
+    eps, terms, skipped = 1e-4, [], 0
+    for i in range(n):
+        d2 = float(((vertex_pos[head[i]] - vertex_pos[tail[i]]) ** 2).sum())
+        terms.append(-math.log(min(max(_q(d2, a, b), eps), 1.0)))
+    for k, j in enumerate(neg):
+        i = k % n
+        if int(tail[j]) in (int(head[i]), int(tail[i])):
+            terms.append(0.0)
+            skipped += 1
+            continue
+        d2 = float(((vertex_pos[head[i]] - vertex_pos[tail[j]]) ** 2).sum())
+        terms.append(-math.log(min(max(1.0 - _q(d2, a, b), eps), 1.0)))
+    assert skipped > 0  # the check below covers both kinds of draw
+    assert float(loss) == pytest.approx(sum(terms) / len(terms), rel=1e-9)
+    # Every edge into one vertex: every drawn tail is the edge's own, and nothing repels.
+    same_tail = torch.zeros(n, dtype=torch.long)
+    attraction = umap_loss(
+        vertex_pos[head], vertex_pos[same_tail], a, b, negative_sample_rate=0,
+    )  # fmt: skip
+    only = umap_loss(
+        vertex_pos[head], vertex_pos[same_tail], a, b, negative_sample_rate=m,
+        head_vertex=head, tail_vertex=same_tail,
+    )  # fmt: skip
+    assert float(only) == pytest.approx(float(attraction) / (1 + m), rel=1e-9)
 
 
 def test_umap_loss_attraction_only_and_gradients():

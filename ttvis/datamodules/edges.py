@@ -54,7 +54,8 @@ class EdgeStream:
             only (on an accelerator the wait costs more than the rows).
 
     Yields:
-        ``{"x": [U, D], "head_pos": [B], "tail_pos": [B], "counts": [U], **vertex_data}``
+        ``{"x": [U, D], "vertex": [U], "head_pos": [B], "tail_pos": [B], "counts": [U],
+        **vertex_data}`` (``vertex``: each row's vertex index)
         (and ``"anchor_x"``, ``"anchor_rows"`` with anchor vertices, ``"boundary_x": [S, D]`` with
         segments, and their epoch positions ``"boundary_epoch_pos": [S]`` when ``vertex_data``
         has ``"epoch_pos"``): the distinct vertices of the batch's edges once, and where each
@@ -132,6 +133,7 @@ class EdgeStream:
                 counts = torch.ones_like(ends)
             batch = {
                 "x": self.reps[vertices],
+                "vertex": vertices,
                 "head_pos": inverse[:size],
                 "tail_pos": inverse[size:],
                 "counts": counts,

@@ -32,11 +32,17 @@ def umap_loss(
     repulsion_strength: float = 1.0,
     generator: torch.Generator | None = None,
     eps: float = 1e-4,
+    head_vertex: Tensor | None = None,
+    tail_vertex: Tensor | None = None,
 ) -> Tensor:
     """Fuzzy-set cross-entropy between graph membership and low-dimensional similarity.
 
     Positive pairs are the ``B`` edges; negatives pair each edge's head with
-    ``negative_sample_rate`` random tails drawn from the batch (membership 0).
+    ``negative_sample_rate`` random tails drawn from the batch (membership 0). Given the ends'
+    vertex ids, a drawn tail that is the head's own vertex or its edge's tail vertex is not a
+    negative and adds nothing (it still counts in the mean): each head meets its own edge's
+    tail in ``m / B`` of its draws, so keeping those made the loss depend on the batch size
+    (N processes on ``B / N`` edges each kept fewer neighbours than one on ``B``).
 
     Args:
         emb_from: ``[B, 2]`` embeddings of edge heads.
@@ -46,6 +52,8 @@ def umap_loss(
         repulsion_strength: weight of the negative (repulsive) term.
         generator: random source for the negatives (on the embeddings' device).
         eps: lower bound on probabilities inside the logarithms.
+        head_vertex, tail_vertex: ``[B]`` vertex ids of the edge ends, or None (every drawn
+            tail is a negative).
 
     Returns:
         Scalar mean cross-entropy over the ``B * (1 + m)`` pairs.
@@ -62,6 +70,11 @@ def umap_loss(
     q_neg = 1.0 / (1.0 + a * d2_neg.clamp_min(1e-12).pow(b))
     attraction = -torch.log(q_pos.clamp(eps, 1.0))
     repulsion = -torch.log((1.0 - q_neg).clamp(eps, 1.0)) * repulsion_strength
+    if head_vertex is not None and tail_vertex is not None:
+        drawn = tail_vertex[neg_idx]
+        own = tail_vertex.repeat(negative_sample_rate)
+        not_negative = (drawn == head_vertex.repeat(negative_sample_rate)) | (drawn == own)
+        repulsion = repulsion.masked_fill(not_negative, 0.0)
     return torch.cat([attraction, repulsion]).mean()
 
 

@@ -58,7 +58,8 @@ class VisualizerModule(L.LightningModule):
     """Parametric UMAP + reconstruction (+ temporal anchor) for one visualizer.
 
     A batch, as the edge streams yield it, holds the distinct vertices of ``B`` edges once:
-    ``x [U, D]``, ``head_pos [B]`` and ``tail_pos [B]`` (rows of ``x``), and ``counts [U]``;
+    ``x [U, D]``, ``head_pos [B]`` and ``tail_pos [B]`` (rows of ``x``), and ``counts [U]``
+    and ``vertex [U]`` (each row's vertex, which tells the UMAP loss what is not a negative);
     optionally per-vertex ``anchor [U, 2]`` or ``anchor_x [U, D]`` and ``anchor_weight [U]``
     (temporal anchors: positions, or features to encode; ``anchor_x [A, D]`` with
     ``anchor_rows [A]`` when only some vertices have one) and
@@ -295,15 +296,18 @@ class VisualizerModule(L.LightningModule):
         x, x_all, counts = self._step_rows(batch, rows)
         z_all, x_hat = self.autoencoder(x_all, rows)
         z = z_all[: x.shape[0]]
+        head_pos, tail_pos, vertex = batch["head_pos"], batch["tail_pos"], batch.get("vertex")
         losses = {
             "umap": umap_loss(
-                z[batch["head_pos"]],
-                z[batch["tail_pos"]],
+                z[head_pos],
+                z[tail_pos],
                 self.a,
                 self.b,
                 negative_sample_rate=self.negative_sample_rate,
                 repulsion_strength=self.repulsion_strength,
                 generator=self._generator,
+                head_vertex=None if vertex is None else vertex[head_pos],
+                tail_vertex=None if vertex is None else vertex[tail_pos],
             ),
             "recon": reconstruction_loss(x_all, x_hat, counts),
         }
