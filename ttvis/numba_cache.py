@@ -4,11 +4,11 @@ machine compiles them, and its thread pool started without changing torch's.
 pynndescent (k-NN) and umap-learn (the fuzzy simplicial set) are numba code; compiling it took
 ~50 s of the first complex in every process. :func:`use_cache_dir` (called when ``ttvis`` is
 imported, before numba is) points ``NUMBA_CACHE_DIR`` at ``{TTVIS_CACHE_DIR}/numba`` (default
-``~/.cache/ttvis/numba``) unless it is already set; :func:`prepare_numba`, called before each use
-of a numba package, then turns
-numba's on-disk cache on for every compiled function of pynndescent and umap (most are compiled
-without it) and gives each a stable identity, so the functions that take another compiled
-function as an argument (the distance) are found again by the next process. The few that numba
+``~/.cache/ttvis/numba``) unless it is already set; :func:`prepare_numba`, called before each
+use of a numba package, then turns numba's on-disk cache on for every compiled function of
+pynndescent and umap (most are compiled without it) and gives each a stable identity, so the
+functions that take another compiled function as an argument (the distance) are found again by
+the next process. The few that numba
 cannot cache (those with array default arguments) are compiled in every process (~5 s).
 The folder holds a few MB per library version and CPU; deleting it only costs one compile.
 
