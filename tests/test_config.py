@@ -123,6 +123,24 @@ def test_trainer_and_callbacks_instantiate(demo_run, tmp_path):
     assert OmegaConf.select(cfg, "trainer._target_") == "lightning.pytorch.Trainer"
 
 
+@pytest.mark.parametrize(
+    ("method", "overrides", "expected"),
+    [
+        ("dvi", [], 1.0),  # the method's clip
+        ("dvi", ["method.gradient_clip_val=null"], None),
+        ("dvi", ["+trainer.gradient_clip_val=5.0"], 5.0),  # the trainer's, when set, wins
+        ("timevis", [], None),
+    ],
+)
+def test_the_gradient_clip_comes_from_the_method_unless_the_trainer_sets_one(
+    demo_run, method, overrides, expected
+):
+    from ttvis import training
+
+    cfg = _compose(method, "default", demo_run, ["trainer.accelerator=cpu", *overrides])
+    assert training.make_trainer(cfg, logger=False).gradient_clip_val == expected
+
+
 @pytest.mark.parametrize(("devices", "threads", "warns"), [(2, "2", True), (2, "1", False)])
 def test_cpu_processes_asking_for_more_threads_than_cores_are_warned(
     demo_run, monkeypatch, caplog, devices, threads, warns

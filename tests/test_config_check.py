@@ -57,6 +57,7 @@ BAD_TRAIN_SETTINGS = {
     "s_n_epochs": (["method.s_n_epochs=0"], "method.s_n_epochs=0"),
     "max_epochs": (["trainer.max_epochs=0"], "trainer.max_epochs=0"),
     "warm_max_epochs": (["method.warm_max_epochs=0"], "method.warm_max_epochs=0"),
+    "gradient_clip_val": (["method.gradient_clip_val=-1"], "method.gradient_clip_val=-1"),
     "boundary_delta": (
         ["method.b_n_epochs=1", "method.boundary.delta=0"],
         "method.boundary.delta=0",

@@ -34,8 +34,8 @@ def settings_fingerprint(cfg: DictConfig) -> str:
     """Hex digest of the settings that change a visualizer's result.
 
     Covers ``method``, ``model``, ``export`` (but ``export.plots``), ``seed``,
-    ``trainer.max_epochs`` and the early stopping callback; not the logger, progress bars,
-    devices or output paths.
+    ``trainer.max_epochs`` and ``gradient_clip_val``, the early stopping callback; not the
+    logger, progress bars, devices or output paths.
     """
     callbacks = cfg.get("callbacks") or {}
     export = OmegaConf.to_container(cfg.export, resolve=True)
@@ -46,6 +46,7 @@ def settings_fingerprint(cfg: DictConfig) -> str:
         "export": export,
         "seed": cfg.seed,
         "max_epochs": cfg.trainer.get("max_epochs"),
+        "gradient_clip_val": cfg.trainer.get("gradient_clip_val"),
         "early_stopping": OmegaConf.to_container(callbacks["early_stopping"], resolve=True)
         if callbacks.get("early_stopping")
         else None,

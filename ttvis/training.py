@@ -61,7 +61,14 @@ def instantiate_logger(cfg: DictConfig) -> Logger | bool:
 
 
 def make_trainer(cfg: DictConfig, logger: Logger | bool, **overrides: Any) -> L.Trainer:
-    """A Trainer from ``cfg.trainer`` (plus ``overrides``), fresh callbacks, the shared logger."""
+    """A Trainer from ``cfg.trainer`` (plus ``overrides``), fresh callbacks, the shared logger.
+
+    The method's ``gradient_clip_val`` (the gradient's largest norm; null: unclipped) applies
+    unless ``trainer.gradient_clip_val`` is set.
+    """
+    clip = cfg.method.get("gradient_clip_val")
+    if clip is not None and cfg.trainer.get("gradient_clip_val") is None:
+        overrides.setdefault("gradient_clip_val", clip)
     trainer = instantiate(
         cfg.trainer, callbacks=instantiate_callbacks(cfg), logger=logger, **overrides
     )
