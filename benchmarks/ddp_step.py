@@ -1,9 +1,10 @@
-"""What a data-parallel step can gain on this machine, without ttvis: the ceiling for DDP.
+"""What a data-parallel step can gain on this machine: the ceiling for DDP, from the network alone.
 
     python benchmarks/ddp_step.py [--rows 2400] [--steps 200] [--dim 64]
 
-Times one optimizer step (forward, backward, Adam) of a plain autoencoder of the default
-visualizer's shape (D -> 4 x 128 -> 2 -> 4 x 128 -> D, mean squared error) on a fixed batch:
+Times one optimizer step (forward, backward, Adam) of ttvis's autoencoder with the default
+model's widths (``conf/model/default.yaml``), on a fixed batch with a plain reconstruction loss
+(no complex, no edge stream, no Lightning):
 
 - one process with all the machine's threads on ``--rows`` rows;
 - one process with one thread on ``--rows`` and on ``--rows / 2`` rows;
@@ -20,24 +21,26 @@ import argparse
 import os
 import statistics
 import time
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from omegaconf import OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
-HIDDEN = [128, 128, 128, 128]
+import ttvis  # noqa: F401  (registers the config's resolvers)
+from ttvis.modules import Autoencoder
+
+MODEL_CONF = Path(__file__).resolve().parents[1] / "conf" / "model" / "default.yaml"
 WARMUP_STEPS = 10
 
 
-def autoencoder(dim: int) -> torch.nn.Module:
-    """``dim -> HIDDEN -> 2 -> reversed(HIDDEN) -> dim`` with ReLUs between layers."""
-    widths = [dim, *HIDDEN, 2, *reversed(HIDDEN), dim]
-    layers: list[torch.nn.Module] = []
-    for i in range(len(widths) - 1):
-        layers.append(torch.nn.Linear(widths[i], widths[i + 1]))
-        layers.append(torch.nn.ReLU())
-    return torch.nn.Sequential(*layers[:-1])
+def autoencoder(dim: int) -> Autoencoder:
+    """The default model config's visualizer for ``dim``-d inputs (its dims resolved by ttvis)."""
+    model = OmegaConf.load(MODEL_CONF)
+    model.input_dim = dim
+    return Autoencoder(list(model.encoder_dims), list(model.decoder_dims))
 
 
 def median_step_ms(model, rows: int, dim: int, steps: int, all_reduce=None) -> float:
@@ -48,7 +51,7 @@ def median_step_ms(model, rows: int, dim: int, steps: int, all_reduce=None) -> f
     for _ in range(steps):
         start = time.perf_counter()
         optimizer.zero_grad()
-        loss = ((model(x) - x) ** 2).mean()
+        loss = ((model(x)[1] - x) ** 2).mean()
         loss.backward()
         if all_reduce is not None:
             all_reduce(model)
