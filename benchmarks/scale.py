@@ -209,13 +209,20 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=60_000, help="samples (80%% train)")
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=list(METHODS))
+    parser.add_argument(
+        "--methods", nargs="+", default=list(METHODS), help=f"of {', '.join(METHODS)}"
+    )
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--evaluate", action="store_true", help="also time evaluate.py")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--child", choices=sorted(METHODS), help=argparse.SUPPRESS)
     parser.add_argument("--run", type=Path, help=argparse.SUPPRESS)
     opts, overrides = parser.parse_known_args()
+    # --methods takes every word after it: the Hydra overrides that followed are not methods.
+    overrides = [m for m in opts.methods if m not in METHODS] + overrides
+    opts.methods = [m for m in opts.methods if m in METHODS]
+    if not opts.methods or any("=" not in o for o in overrides):
+        parser.error(f"--methods: expected some of {', '.join(METHODS)}, then key=value overrides")
     if opts.child:
         child(opts.child, opts.run, overrides)
         return

@@ -143,6 +143,30 @@ def test_without_model_code_falls_back_to_linear_head(demo_run, tmp_path):
         np.testing.assert_allclose(head.predict(reps).numpy(), stored, rtol=1e-3, atol=1e-3)
 
 
+def test_recovered_linear_head_is_fitted_once_per_epoch_files(demo_run, tmp_path, caplog):
+    """Training and export of an epoch share one least-squares fit, each getting its own head;
+    new prediction files are fitted afresh."""
+    path = copy_run(demo_run, tmp_path / "run")
+    (path / "model.py").unlink()
+    run = TrainingRun(path)
+    with caplog.at_level(logging.INFO, logger="ttvis.subject"):
+        first, second = load_subject_head(run, 2), load_subject_head(run, 2)
+    assert caplog.text.count("epoch 2: linear subject head recovered") == 1
+    assert first is not second and first.weight.data_ptr() != second.weight.data_ptr()
+    torch.testing.assert_close(first.weight, second.weight, rtol=0, atol=0)
+    assert first.device == torch.device("cpu")
+
+    pred_file = run.prediction_path(2)
+    reps, _ = _stored(run, 2)
+    changed = (reps.numpy() @ np.eye(reps.shape[1], 3)).astype(np.float32) + 1.0
+    np.save(pred_file, changed)  # new file: new size and time
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ttvis.subject"):
+        refitted = load_subject_head(run, 2)
+    assert "epoch 2: linear subject head recovered" in caplog.text
+    np.testing.assert_allclose(refitted.predict(reps).numpy(), changed, rtol=1e-3, atol=1e-3)
+
+
 def test_nonlinear_predictions_without_model_code_raise(demo_run, tmp_path, caplog):
     path = copy_run(demo_run, tmp_path / "run")
     (path / "model.py").unlink()

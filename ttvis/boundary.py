@@ -136,9 +136,10 @@ def bisect_boundary(
 
 
 def predicted_classes(head: SubjectHead, reps: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
-    """``reps [N, D]`` as a float32 tensor, and the subject's predicted class of each row
-    ``[N]`` (int64)."""
-    reps_t = torch.as_tensor(np.asarray(reps, dtype=np.float32))
+    """``reps [N, D]`` as a float32 tensor on the head's device (so bisections that index it
+    never copy between devices), and the subject's predicted class of each row ``[N]``
+    (int64)."""
+    reps_t = torch.as_tensor(np.asarray(reps, dtype=np.float32), device=head.device)
     return reps_t, head.predict(reps_t).argmax(1).cpu().numpy()
 
 
@@ -191,6 +192,7 @@ def flip_segments(
         lambda p: bisect_weights(head, reps_t[p[:, 0]], reps_t[p[:, 1]], n_steps),
         torch.from_numpy(pairs),
         batch_size,
+        device=head.device,
         dtype=torch.int64,
     )
     return FlipSegments(first, second, flip[:, 0].cpu().numpy().astype(np.float32))

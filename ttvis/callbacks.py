@@ -91,7 +91,9 @@ class ExportCallback(L.Callback):
         dm = trainer.datamodule
         start = time.perf_counter()
         was_training = pl_module.training
-        pl_module.eval()
+        # Lightning's teardown has moved the module to the CPU; encode and draw where it trained.
+        parked = pl_module.device
+        pl_module.to(trainer.strategy.root_device).eval()
         try:
             for epoch in dm.export_epochs:
                 pl_module.select_epoch(dm.run.epochs.index(epoch))
@@ -100,7 +102,7 @@ class ExportCallback(L.Callback):
                     export_paths(self.out_dir, epoch)["vismodel"], pl_module.export_state()
                 )
         finally:
-            pl_module.train(was_training)
+            pl_module.to(parked).train(was_training)
             self.seconds += time.perf_counter() - start
 
     def export_epoch(self, run, epoch: int, module: L.LightningModule) -> None:

@@ -44,6 +44,7 @@ ROUNDING_MARGIN = 2.0
 AFFINE_RESIDUAL = 1e-5
 AFFINE_PROBE_ROWS = 256  # rows of the data the affine map is checked on, as they are and shaken
 AFFINE_PROBE_NOISE = (1.0, 10.0)  # noise sizes of the shaken rows, in units of the data's scale
+LINEAR_FITS_KEPT = 4  # recovered linear heads remembered (training and export of an epoch share)
 
 
 class SubjectHeadError(RuntimeError):
@@ -53,11 +54,21 @@ class SubjectHeadError(RuntimeError):
 class SubjectHead(nn.Module):
     """Maps representations ``[M, D]`` to logits ``[M, C]``; subclasses define :meth:`forward`."""
 
-    def predict(self, reps: torch.Tensor, batch_size: int = 65536) -> torch.Tensor:
-        """Logits ``[M, C]`` for ``reps [M, D]``, in batches, without gradients."""
+    def _reference(self) -> torch.Tensor | None:
+        """The head's first parameter (or buffer), whose device and dtype it evaluates in."""
         param = next(self.parameters(), None)
-        buffer = next(self.buffers(), None)
-        ref = param if param is not None else buffer
+        return param if param is not None else next(self.buffers(), None)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the head evaluates (CPU for a head without tensors)."""
+        ref = self._reference()
+        return ref.device if ref is not None else torch.device("cpu")
+
+    def predict(self, reps: torch.Tensor, batch_size: int = 65536) -> torch.Tensor:
+        """Logits ``[M, C]`` for ``reps [M, D]``, in batches, without gradients, on the head's
+        device."""
+        ref = self._reference()
         device, dtype = (ref.device, ref.dtype) if ref is not None else (reps.device, reps.dtype)
         if reps.shape[0] == 0:
             return torch.zeros(0, 0)
@@ -368,7 +379,7 @@ def load_subject_head(
             f"{run.representation_path(epoch)}: [N, F, D] representations need model.py to "
             "map each feature to a prediction"
         )
-    head = LinearHead.fit(run.representations(epoch), logits)
+    head = _recovered_linear_head(run, epoch, logits)
     if not head.accepts(max_linear_residual):
         raise SubjectHeadError(
             f"epoch {epoch}: predictions are not a linear function of the representations "
@@ -377,8 +388,29 @@ def load_subject_head(
             f"put the subject model's code in {run.model_code_path} so backgrounds and "
             "prediction metrics can use the real head"
         )
-    log.info("epoch %d: linear subject head recovered, residual %.1e", epoch, head.residual)
     return head.to(device)
+
+
+_linear_fits: dict[tuple, LinearHead] = {}  # file stamps -> fitted head (CPU), oldest first
+
+
+def _recovered_linear_head(run: TrainingRun, epoch: int, logits: np.ndarray) -> LinearHead:
+    """A fresh :class:`LinearHead` (CPU) fitted to ``epoch``'s representations and ``logits``.
+
+    The least-squares fit of a CIFAR-sized epoch (60,000 x 512) takes about a second and the
+    training and the export of an epoch each need it, so the last :data:`LINEAR_FITS_KEPT`
+    fits are remembered, keyed by the two files' paths, sizes and modification times.
+    """
+    files = (run.representation_path(epoch), run.prediction_path(epoch))
+    key = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    fitted = _linear_fits.pop(key, None)
+    if fitted is None:
+        fitted = LinearHead.fit(run.representations(epoch), logits)
+        log.info("epoch %d: linear subject head recovered, residual %.1e", epoch, fitted.residual)
+    _linear_fits[key] = fitted
+    while len(_linear_fits) > LINEAR_FITS_KEPT:
+        _linear_fits.pop(next(iter(_linear_fits)))
+    return LinearHead(fitted.weight.clone(), fitted.bias.clone(), fitted.residual, fitted.rounding)
 
 
 def try_load_subject_head(

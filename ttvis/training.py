@@ -13,6 +13,7 @@ from typing import Any
 
 import lightning as L
 import numpy as np
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import ProgressBar
@@ -20,6 +21,7 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
 from ttvis.callbacks import encode_points
+from ttvis.knn import default_device
 from ttvis.preflight import open_run
 from ttvis.resume import EpochCheckpoint, ResumeStore, settings_fingerprint
 from ttvis.run import TrainingRun
@@ -110,14 +112,25 @@ def warn_if_cpu_oversubscribed(trainer: L.Trainer) -> None:
         )
 
 
+def head_device(cfg: DictConfig) -> torch.device:
+    """Where the subject heads evaluate while a complex is built (the bisections that locate
+    decision-boundary crossings): this process's GPU (:func:`ttvis.knn.default_device`) unless
+    ``trainer.accelerator`` is ``cpu``. The Trainer then moves them with the module."""
+    if str(cfg.trainer.get("accelerator", "auto")).lower() == "cpu":
+        return torch.device("cpu")
+    return default_device()
+
+
 def training_head(cfg: DictConfig, run: TrainingRun, epoch: int):
     """The subject head for the prediction-preserving loss, the boundary points, the points
-    near the decision boundary and the class-separated complex, or None when none of them is on
-    or the run has no head."""
+    near the decision boundary and the class-separated complex, on :func:`head_device`, or None
+    when none of them is on or the run has no head."""
     uses = ("lambda_pred", "b_n_epochs", "boundary_mix_fraction", "class_weight")
     if all(cfg.method.get(name, 0) <= 0 for name in uses):
         return None
-    return try_load_subject_head(run, epoch, max_linear_residual=cfg.export.max_linear_residual)
+    return try_load_subject_head(
+        run, epoch, head_device(cfg), max_linear_residual=cfg.export.max_linear_residual
+    )
 
 
 def warm_fit_epochs(cfg: DictConfig, changed: float) -> int:
@@ -378,7 +391,7 @@ def epoch_heads(cfg: DictConfig, run: TrainingRun):
     if not heads or any(h is None for h in heads):
         return None
     heads = [
-        as_linear_head(head, run.representations(epoch), seed=cfg.seed)
+        as_linear_head(head, run.representations(epoch), seed=cfg.seed).to(head_device(cfg))
         for head, epoch in zip(heads, run.epochs, strict=True)
     ]
     scales = []
