@@ -204,25 +204,54 @@ def for_method(method: str, overrides: list[str]) -> list[str]:
     return out
 
 
+def joined_methods(argv: list[str]) -> list[str]:
+    """``argv`` with ``--methods dvi timevis`` as ``--methods=dvi,timevis``: only the words
+    after ``--methods`` that name a method are its values, so Hydra overrides may follow."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] != "--methods":
+            out.append(argv[i])
+            i += 1
+            continue
+        end = i + 1
+        while end < len(argv) and argv[end] in METHODS:
+            end += 1
+        if (
+            end == i + 1
+            and end < len(argv)
+            and not argv[end].startswith("-")
+            and "=" not in argv[end]
+        ):
+            end += 1  # a misspelt method, for methods_of to name
+        out.append("--methods=" + ",".join(argv[i + 1 : end]))
+        i = end
+    return out
+
+
+def methods_of(text: str) -> list[str]:
+    """``"dvi,timevis"`` -> ``["dvi", "timevis"]``, each checked against :data:`METHODS`."""
+    names = [name for name in text.split(",") if name]
+    if not names or any(name not in METHODS for name in names):
+        raise argparse.ArgumentTypeError(f"expected some of {', '.join(METHODS)}, got {text!r}")
+    return names
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=60_000, help="samples (80%% train)")
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument(
-        "--methods", nargs="+", default=list(METHODS), help=f"of {', '.join(METHODS)}"
+        "--methods", type=methods_of, default=list(METHODS), help=f"some of {', '.join(METHODS)}"
     )
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--evaluate", action="store_true", help="also time evaluate.py")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--child", choices=sorted(METHODS), help=argparse.SUPPRESS)
     parser.add_argument("--run", type=Path, help=argparse.SUPPRESS)
-    opts, overrides = parser.parse_known_args()
-    # --methods takes every word after it: the Hydra overrides that followed are not methods.
-    overrides = [m for m in opts.methods if m not in METHODS] + overrides
-    opts.methods = [m for m in opts.methods if m in METHODS]
-    if not opts.methods or any("=" not in o for o in overrides):
-        parser.error(f"--methods: expected some of {', '.join(METHODS)}, then key=value overrides")
+    opts, overrides = parser.parse_known_args(joined_methods(sys.argv[1:]))
+    if any(o.startswith("--") for o in overrides):
+        parser.error(f"unrecognized arguments: {' '.join(o for o in overrides if o[:2] == '--')}")
     if opts.child:
         child(opts.child, opts.run, overrides)
         return

@@ -58,7 +58,9 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=["logger=none", *args.overrides])
+        cfg = compose(
+            "config", overrides=["logger=none", "trainer.accelerator=cpu", *args.overrides]
+        )
     torch.manual_seed(cfg.seed)
     run = TrainingRun(cfg.content_path)
     if cfg.method.name == "TimeVis":  # one complex over every epoch, as fit_timevis builds it

@@ -93,8 +93,8 @@ class ExportCallback(L.Callback):
         was_training = pl_module.training
         # Lightning's teardown has moved the module to the CPU; encode and draw where it trained.
         parked = pl_module.device
-        pl_module.to(trainer.strategy.root_device).eval()
         try:
+            pl_module.to(trainer.strategy.root_device).eval()
             for epoch in dm.export_epochs:
                 pl_module.select_epoch(dm.run.epochs.index(epoch))
                 self.export_epoch(dm.run, epoch, pl_module)

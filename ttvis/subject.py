@@ -44,7 +44,7 @@ ROUNDING_MARGIN = 2.0
 AFFINE_RESIDUAL = 1e-5
 AFFINE_PROBE_ROWS = 256  # rows of the data the affine map is checked on, as they are and shaken
 AFFINE_PROBE_NOISE = (1.0, 10.0)  # noise sizes of the shaken rows, in units of the data's scale
-LINEAR_FITS_KEPT = 4  # recovered linear heads remembered (training and export of an epoch share)
+LINEAR_FITS_KEPT = 256  # recovered linear heads remembered (each D x C floats: 20 KB at 512 x 10)
 
 
 class SubjectHeadError(RuntimeError):
@@ -71,7 +71,7 @@ class SubjectHead(nn.Module):
         ref = self._reference()
         device, dtype = (ref.device, ref.dtype) if ref is not None else (reps.device, reps.dtype)
         if reps.shape[0] == 0:
-            return torch.zeros(0, 0)
+            return torch.zeros(0, 0, device=device)
         return batched(lambda chunk: self(chunk).float(), reps, batch_size, device, dtype)
 
 
@@ -391,18 +391,24 @@ def load_subject_head(
     return head.to(device)
 
 
-_linear_fits: dict[tuple, LinearHead] = {}  # file stamps -> fitted head (CPU), oldest first
+_linear_fits: dict[tuple, LinearHead] = {}  # file stamps -> fitted head (CPU), least recent first
 
 
 def _recovered_linear_head(run: TrainingRun, epoch: int, logits: np.ndarray) -> LinearHead:
-    """A fresh :class:`LinearHead` (CPU) fitted to ``epoch``'s representations and ``logits``.
+    """A fresh :class:`LinearHead` (CPU) fitted to ``epoch``'s representations ``[N, D]`` and
+    ``logits [N, C]``.
 
     The least-squares fit of a CIFAR-sized epoch (60,000 x 512) takes about a second and the
-    training and the export of an epoch each need it, so the last :data:`LINEAR_FITS_KEPT`
-    fits are remembered, keyed by the two files' paths, sizes and modification times.
+    training and the export of an epoch each need it, so the :data:`LINEAR_FITS_KEPT` most
+    recently used fits are remembered, keyed by each file's path, device, inode, size and
+    modification and change times (a rewrite, a copy or a move over it changes the change time).
     """
     files = (run.representation_path(epoch), run.prediction_path(epoch))
-    key = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    stats = [(str(f), f.stat()) for f in files]
+    key = tuple(
+        (name, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        for name, st in stats
+    )
     fitted = _linear_fits.pop(key, None)
     if fitted is None:
         fitted = LinearHead.fit(run.representations(epoch), logits)

@@ -121,15 +121,20 @@ def head_device(cfg: DictConfig) -> torch.device:
     return default_device()
 
 
-def training_head(cfg: DictConfig, run: TrainingRun, epoch: int):
+def training_head(
+    cfg: DictConfig, run: TrainingRun, epoch: int, device: torch.device | None = None
+):
     """The subject head for the prediction-preserving loss, the boundary points, the points
-    near the decision boundary and the class-separated complex, on :func:`head_device`, or None
-    when none of them is on or the run has no head."""
+    near the decision boundary and the class-separated complex, on ``device`` (None:
+    :func:`head_device`), or None when none of them is on or the run has no head."""
     uses = ("lambda_pred", "b_n_epochs", "boundary_mix_fraction", "class_weight")
     if all(cfg.method.get(name, 0) <= 0 for name in uses):
         return None
     return try_load_subject_head(
-        run, epoch, head_device(cfg), max_linear_residual=cfg.export.max_linear_residual
+        run,
+        epoch,
+        head_device(cfg) if device is None else device,
+        max_linear_residual=cfg.export.max_linear_residual,
     )
 
 
@@ -387,11 +392,13 @@ def epoch_heads(cfg: DictConfig, run: TrainingRun):
     (:func:`~ttvis.subject.as_linear_head`), so all-affine heads run as one stacked product."""
     from ttvis.modules import EpochHeads
 
-    heads = [training_head(cfg, run, epoch) for epoch in run.epochs]
+    # Loaded on the CPU and made linear there: E full subject models are never on a GPU at once.
+    cpu, device = torch.device("cpu"), head_device(cfg)
+    heads = [training_head(cfg, run, epoch, cpu) for epoch in run.epochs]
     if not heads or any(h is None for h in heads):
         return None
     heads = [
-        as_linear_head(head, run.representations(epoch), seed=cfg.seed).to(head_device(cfg))
+        as_linear_head(head, run.representations(epoch), seed=cfg.seed).to(device)
         for head, epoch in zip(heads, run.epochs, strict=True)
     ]
     scales = []
