@@ -7,8 +7,9 @@ for another), then times the visualizer's training steps outside the Trainer (th
 own edge stream, the module's own ``training_step``, backward and the optimizer step) and prints:
 
 - the stream's milliseconds per batch and the step's, and the edges per second of the two;
-- the arithmetic bound: the autoencoder's training FLOPs per edge (rows per batch x 3 x the
-  forward FLOPs of one row, for the forward and the two products of the backward pass) times
+- the arithmetic bound: the autoencoder's training FLOPs per edge (3 x the forward FLOPs of
+  the batch's rows through the encoder and of its decoded rows, ``method.recon_rows``, through
+  the decoder: the forward and the two products of the backward pass) times
   the FLOP/s a plain matrix-product loop of the same shapes reaches here;
 - the profiler's top operators by self CPU time (``--top``).
 
@@ -104,20 +105,27 @@ def main() -> None:
 
     edges = batches[0]["head_pos"].shape[0]
     n_mix = round(module.mix_fraction * edges)
-    rows = np.mean(
-        [b["x"].shape[0] + n_mix + b.get("boundary_x", torch.empty(0)).shape[0] for b in batches]
-    )
+    cap = module.recon_rows or float("inf")
+    extra = [n_mix + b.get("boundary_x", torch.empty(0)).shape[0] for b in batches]
+    rows = np.mean([b["x"].shape[0] + e for b, e in zip(batches, extra, strict=True)])
+    decoded = np.mean([min(b["x"].shape[0], cap) + e for b, e in zip(batches, extra, strict=True)])
     ae = module.autoencoder
-    row_flops = 3 * sum(forward_flops_per_row(d) for d in (ae.encoder_dims, ae.decoder_dims))
+    step_flops = 3 * (  # every row encoded, the decoded rows (recon_rows) decoded
+        rows * forward_flops_per_row(ae.encoder_dims)
+        + decoded * forward_flops_per_row(ae.decoder_dims)
+    )
     widest = max(ae.encoder_dims[1:-1] or [ae.encoder_dims[0]])
     peak = matmul_flops_per_second(int(rows), widest)
-    bound = peak / (rows * row_flops / edges)
+    bound = peak / (step_flops / edges)
     print(f"{run.content_path}, subject epoch {args.epoch}, {torch.get_num_threads()} threads")
-    print(f"batch: {edges} edges, {rows:.0f} autoencoder rows ({rows / edges:.2f} per edge)")
+    print(
+        f"batch: {edges} edges, {rows:.0f} autoencoder rows ({rows / edges:.2f} per edge), "
+        f"{decoded:.0f} of them decoded"
+    )
     print(f"stream: {1e3 * stream_s:.2f} ms/batch ({edges / stream_s:,.0f} edges/s)")
     print(f"step:   {1e3 * step_s:.2f} ms/batch ({edges / step_s:,.0f} edges/s)")
     print(
-        f"bound:  {rows * row_flops / edges / 1e6:.2f} MFLOP/edge x {peak / 1e9:.0f} GFLOP/s "
+        f"bound:  {step_flops / edges / 1e6:.2f} MFLOP/edge x {peak / 1e9:.0f} GFLOP/s "
         f"(matmul [{rows:.0f}, {widest}] @ [{widest}, {widest}]) = {bound:,.0f} edges/s; "
         f"the step reaches {edges / step_s / bound:.0%} of it"
     )

@@ -58,6 +58,7 @@ BAD_TRAIN_SETTINGS = {
     "max_epochs": (["trainer.max_epochs=0"], "trainer.max_epochs=0"),
     "warm_max_epochs": (["method.warm_max_epochs=0"], "method.warm_max_epochs=0"),
     "gradient_clip_val": (["method.gradient_clip_val=-1"], "method.gradient_clip_val=-1"),
+    "recon_rows": (["method.recon_rows=0"], "method.recon_rows=0"),
     "boundary_delta": (
         ["method.b_n_epochs=1", "method.boundary.delta=0"],
         "method.boundary.delta=0",

@@ -674,6 +674,7 @@ def test_anchor_fraction_estimates_the_anchor_loss_without_bias():
     from functools import partial
 
     from ttvis.modules import VisualizerModule
+    from ttvis.modules.visualizer import ReconstructedRows
 
     gen = torch.Generator().manual_seed(0)
     x, anchor_x = torch.randn(12, 6, generator=gen), torch.randn(12, 6, generator=gen)
@@ -697,7 +698,7 @@ def test_anchor_fraction_estimates_the_anchor_loss_without_bias():
                 terms = {
                     name: loss
                     for name, _, loss in module._further_terms(
-                        step, None, x, x, x, step["counts"], z
+                        step, None, ReconstructedRows(x, x, step["counts"], None, None), z
                     )
                 }
             return float(terms["anchor"])
@@ -808,3 +809,43 @@ def test_learning_rate_ramp_scales_the_schedulers_rate_step_by_step(ramp):
         lr * min((s + 1) / ramp_steps, 1.0) if ramp else lr for s, lr in enumerate(scheduled)
     ]
     assert seen == pytest.approx(expected, rel=1e-6)
+
+
+def test_recon_rows_estimate_the_reconstruction_and_prediction_losses_without_bias():
+    """Decoding a random ``recon_rows`` of a batch's vertex rows (the extra rows always),
+    weighed up, gives the full reconstruction and prediction losses on average; with at least
+    as many allowed as there are vertex rows the step is exactly the full one."""
+    from functools import partial
+
+    from ttvis.modules import VisualizerModule
+
+    gen = torch.Generator().manual_seed(0)
+    n_vertices, dim = 40, 6
+    batch = {
+        "x": torch.randn(n_vertices, dim, generator=gen),
+        "head_pos": torch.arange(20),
+        "tail_pos": torch.arange(20, 40),
+        "counts": torch.randint(1, 5, (n_vertices,), generator=gen),
+        # extra rows, decoded every step; far out, so that their share of the losses shows
+        "boundary_x": 4 * torch.randn(8, dim, generator=gen),
+    }
+    module = VisualizerModule(
+        [dim, 8, 2], [2, 8, dim], partial(torch.optim.Adam),
+        subject_head=torch.nn.Linear(dim, 3), lambda_pred=1.0,
+    )  # fmt: skip
+    module._generator = torch.Generator().manual_seed(1)
+
+    def losses(recon_rows: int | None) -> tuple[float, float]:
+        module.recon_rows = recon_rows
+        module._epoch_sums, module._epoch_edges = {}, 0
+        with torch.no_grad():
+            module.training_step(batch, 0)
+        return float(module._epoch_sums["recon"]), float(module._epoch_sums["pred"])
+
+    full = losses(None)
+    assert losses(n_vertices) == full
+    draws = np.array([losses(10) for _ in range(3000)])
+    assert len(set(draws[:, 0])) > 1  # different rows each step
+    assert draws[:, 0].mean() == pytest.approx(full[0], rel=0.02)
+    # The prediction loss's temperature is the kept rows' logit spread: a ratio, so close.
+    assert draws[:, 1].mean() == pytest.approx(full[1], rel=0.05)

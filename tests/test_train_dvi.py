@@ -184,7 +184,8 @@ def test_ddp_spawn_two_processes(demo_run, tmp_path):
 def test_boundary_complex_run(demo_run, tmp_path):
     content = copy_run(demo_run, tmp_path / "run")
     proc = run_train(
-        [f"content_path={content}", "epochs=[2,3]", "method.b_n_epochs=1"],
+        # recon_rows below a batch's vertices: boundary vertices' prediction weights follow them
+        [f"content_path={content}", "epochs=[2,3]", "method.b_n_epochs=1", "method.recon_rows=16"],
         tmp_path,
     )
     check_export(content, [2, 3])

@@ -230,6 +230,7 @@ TRAIN_RULES: tuple[Rule, ...] = (
         method__warm_ramp_epochs=number_at_least(0),
         method__layout_epochs=int_at_least(1),
         method__max_draws_per_epoch=int_at_least(1),
+        method__recon_rows=int_at_least(1),
         trainer__max_epochs=int_at_least(1),
         method__gradient_clip_val=positive(),
     )

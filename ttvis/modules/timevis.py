@@ -98,8 +98,9 @@ class TimeVisModule(VisualizerModule):
     then carry ``epoch_pos [U]``.
     """
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def subject_logits(self, x: Tensor, rows: Tensor | None) -> Tensor:
+        """Each row judged by its own epoch's head (an :class:`EpochHeads`)."""
         heads = self.subject_head
-        if self.lambda_pred > 0 and isinstance(heads, EpochHeads):
-            heads.rows = self.row_epochs(batch)
-        return super().training_step(batch, batch_idx)
+        if isinstance(heads, EpochHeads):
+            heads.rows = rows
+        return heads(x)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import lightning as L
 import torch
@@ -50,6 +51,17 @@ def interpolate_edges(
     return points
 
 
+class ReconstructedRows(NamedTuple):
+    """The rows of a training step that are decoded (see
+    :meth:`VisualizerModule._reconstructed_rows`)."""
+
+    x: Tensor  # [R, D] normalised inputs
+    x_hat: Tensor  # [R, D] their reconstructions
+    counts: Tensor | None  # [R] each row's weight in the losses (None: equal)
+    rows: Tensor | None  # [R] epoch positions (batches with epoch_pos), or None
+    pred_weight: Tensor | None  # [R] 0 leaves a row out of the prediction loss, or None
+
+
 class TrainingDiverged(FloatingPointError):
     """The visualizer's loss became NaN or infinite; the message names the subject epoch."""
 
@@ -87,6 +99,11 @@ class VisualizerModule(L.LightningModule):
         mix_noise: those points are also displaced by Gaussian noise of this size relative to
             the edge length (:func:`interpolate_edges`), so the inverse mapping and the
             prediction loss cover the data's neighbourhood, not only its segments; 0: none.
+        recon_rows: a step's vertex rows decoded for the reconstruction and prediction losses,
+            at most (drawn at random, weighed up to keep the losses' expected value; the
+            interpolated and boundary points always are); None: every one. Every vertex row is
+            still encoded for the UMAP loss. Decoding to ``D`` dimensions is about half a
+            step's arithmetic, and a large run's batches hold nearly one vertex per edge end.
         lambda_anchor: weight of the positional temporal loss: each vertex is pulled towards
             its anchor in proportion to the share of its neighbours it kept (``anchor_weight``),
             so samples whose neighbourhood is stable stay put and those whose neighbourhood
@@ -126,6 +143,7 @@ class VisualizerModule(L.LightningModule):
         subject_head: nn.Module | None = None,
         mix_fraction: float = 0.0,
         mix_noise: float = 0.0,
+        recon_rows: int | None = None,
         lambda_anchor: float = 0.0,
         anchor_fraction: float = 1.0,
         lambda_layout: float = 0.0,
@@ -145,23 +163,22 @@ class VisualizerModule(L.LightningModule):
         self.autoencoder = self._build_autoencoder(
             encoder_dims, decoder_dims, epoch_bias and input_shift is not None
         )
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.lambda1 = lambda1
         self.lambda_pred = lambda_pred if subject_head is not None else 0.0
         self.subject_head = subject_head
         self.mix_fraction, self.mix_noise = mix_fraction, mix_noise
-        self.lambda_anchor = lambda_anchor
-        self.anchor_fraction = anchor_fraction
+        if recon_rows is not None and recon_rows < 1:
+            raise ValueError(f"recon_rows={recon_rows}: expected a positive count or None")
+        self.recon_rows = None if recon_rows is None else int(recon_rows)
+        self.lambda_anchor, self.anchor_fraction = lambda_anchor, anchor_fraction
         self.lambda_layout = lambda_layout
         if subject_head is not None:
             subject_head.requires_grad_(False)
         self.negative_sample_rate = negative_sample_rate
         self.repulsion_strength = repulsion_strength
         self.a, self.b = umap_ab(spread, min_dist)
-        self.subject_epoch = subject_epoch
-        self.log_prefix = log_prefix
-        self.seed = seed
+        self.subject_epoch, self.log_prefix, self.seed = subject_epoch, log_prefix, seed
         self.lr_ramp_epochs = float(lr_ramp_epochs)
         self.temporal_weight = 0.0
         self._previous_weights: list[Tensor] = []  # the previous visualizer's parameters
@@ -287,15 +304,16 @@ class VisualizerModule(L.LightningModule):
         return torch.cat(parts)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        rows = self.row_epochs(batch) if self.per_epoch_normalisation else None
+        rows = self.row_epochs(batch)  # per-epoch normalisation, biases and subject heads
         if rows is not None and "boundary_x" in batch and "boundary_epoch_pos" not in batch:
             raise ValueError(
-                "boundary_x rows without boundary_epoch_pos: per-epoch "
-                "normalisation needs each row's epoch"
+                "boundary_x rows without boundary_epoch_pos: a batch with epoch positions "
+                "needs each row's epoch"
             )
         x, x_all, counts = self._step_rows(batch, rows)
-        z_all, x_hat = self.autoencoder(x_all, rows)
+        z_all = self.autoencoder.encode(x_all, rows)
         z = z_all[: x.shape[0]]
+        recon = self._reconstructed_rows(batch, x.shape[0], x_all, z_all, counts, rows)
         head_pos, tail_pos, vertex = batch["head_pos"], batch["tail_pos"], batch.get("vertex")
         losses = {
             "umap": umap_loss(
@@ -309,10 +327,10 @@ class VisualizerModule(L.LightningModule):
                 head_vertex=None if vertex is None else vertex[head_pos],
                 tail_vertex=None if vertex is None else vertex[tail_pos],
             ),
-            "recon": reconstruction_loss(x_all, x_hat, counts),
+            "recon": reconstruction_loss(recon.x, recon.x_hat, recon.counts),
         }
         total = losses["umap"] + self.lambda1 * losses["recon"]
-        for name, weight, loss in self._further_terms(batch, rows, x, x_all, x_hat, counts, z):
+        for name, weight, loss in self._further_terms(batch, rows, recon, z):
             total = total + weight * loss
             losses[name] = loss
         losses["total"] = total
@@ -320,6 +338,47 @@ class VisualizerModule(L.LightningModule):
         self.edges_seen += n_edges
         self._accumulate(losses, n_edges)
         return total
+
+    def _reconstructed_rows(
+        self,
+        batch: dict[str, Tensor],
+        n_vertices: int,
+        x_all: Tensor,
+        z_all: Tensor,
+        counts: Tensor | None,
+        rows: Tensor | None,
+    ) -> ReconstructedRows:
+        """The step's rows that are decoded and join the reconstruction and prediction losses.
+
+        Every extra row (``x_all`` past the ``n_vertices`` vertex rows) is; of the vertex rows,
+        all of them, or ``recon_rows`` drawn at random when there are more, each kept row's
+        count weighed up by ``n_vertices / recon_rows`` so the losses' expected value is the
+        same (the extra rows keep their share).
+        """
+        pred_weight = batch.get("pred_weight")
+        if pred_weight is not None and x_all.shape[0] > n_vertices:  # extra rows weigh 1
+            extra = pred_weight.new_ones(x_all.shape[0] - n_vertices)
+            pred_weight = torch.cat([pred_weight, extra])
+        if self.recon_rows is not None and n_vertices > self.recon_rows:
+            device = x_all.device
+            drawn = torch.randperm(n_vertices, device=device, generator=self._generator)
+            keep = torch.cat(
+                [drawn[: self.recon_rows], torch.arange(n_vertices, x_all.shape[0], device=device)]
+            )
+            if counts is None:
+                counts = torch.ones(x_all.shape[0], device=device, dtype=x_all.dtype)
+            counts = counts.to(x_all.dtype).clone()
+            counts[:n_vertices] *= n_vertices / self.recon_rows
+            x_all, z_all, counts = x_all[keep], z_all[keep], counts[keep]
+            rows = None if rows is None else rows[keep]
+            pred_weight = None if pred_weight is None else pred_weight[keep]
+        x_hat = self.autoencoder.decode(z_all, rows)
+        return ReconstructedRows(x_all, x_hat, counts, rows, pred_weight)
+
+    def subject_logits(self, x: Tensor, rows: Tensor | None) -> Tensor:
+        """The subject head's logits ``[M, C]`` on raw representations ``x [M, D]`` whose epoch
+        positions are ``rows [M]`` (None: one epoch)."""
+        return self.subject_head(x)
 
     def _step_rows(
         self, batch: dict[str, Tensor], rows: Tensor | None
@@ -359,10 +418,7 @@ class VisualizerModule(L.LightningModule):
         self,
         batch: dict[str, Tensor],
         rows: Tensor | None,
-        x: Tensor,
-        x_all: Tensor,
-        x_hat: Tensor,
-        counts: Tensor | None,
+        recon: ReconstructedRows,
         z: Tensor,
     ) -> Iterator[tuple[str, float, Tensor]]:
         """``(name, weight, loss)`` of each loss term beyond UMAP and reconstruction that is
@@ -373,12 +429,17 @@ class VisualizerModule(L.LightningModule):
             yield "layout", self.lambda_layout, loss
         if self.lambda_pred > 0:
             with torch.no_grad():
-                target = self.subject_head(self.denormalise(x_all, rows))
-            logits_recon = self.subject_head(self.denormalise(x_hat, rows))
-            pred_counts = counts
-            if "pred_weight" in batch:  # vertices left out of the prediction loss weigh 0
-                pred_counts = counts.to(x.dtype).clone()
-                pred_counts[: x.shape[0]] *= batch["pred_weight"]
+                target = self.subject_logits(self.denormalise(recon.x, recon.rows), recon.rows)
+            logits_recon = self.subject_logits(
+                self.denormalise(recon.x_hat, recon.rows), recon.rows
+            )
+            pred_counts = recon.counts
+            if recon.pred_weight is not None:  # vertices left out of the prediction loss weigh 0
+                pred_counts = (
+                    recon.pred_weight
+                    if pred_counts is None
+                    else pred_counts.to(recon.x.dtype) * recon.pred_weight
+                )
             yield "pred", self.lambda_pred, prediction_loss(target, logits_recon, pred_counts)
         if self.temporal_weight > 0 and self._previous_weights:
             loss = temporal_loss(list(self.autoencoder.parameters()), self._previous_weights)
