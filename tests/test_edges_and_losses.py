@@ -698,7 +698,7 @@ def test_anchor_fraction_estimates_the_anchor_loss_without_bias():
                 terms = {
                     name: loss
                     for name, _, loss in module._further_terms(
-                        step, None, ReconstructedRows(x, x, step["counts"], None, None), z
+                        step, None, ReconstructedRows(x, x, step["counts"], None, None, None), z
                     )
                 }
             return float(terms["anchor"])
@@ -834,6 +834,8 @@ def test_recon_rows_estimate_the_reconstruction_and_prediction_losses_without_bi
         subject_head=torch.nn.Linear(dim, 3), lambda_pred=1.0,
     )  # fmt: skip
     module._generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # spread-out reconstructions, so the prediction loss feels its scale
+        module.autoencoder.decoder[-1].weight.mul_(20)
 
     def losses(recon_rows: int | None) -> tuple[float, float]:
         module.recon_rows = recon_rows
@@ -847,5 +849,16 @@ def test_recon_rows_estimate_the_reconstruction_and_prediction_losses_without_bi
     draws = np.array([losses(10) for _ in range(3000)])
     assert len(set(draws[:, 0])) > 1  # different rows each step
     assert draws[:, 0].mean() == pytest.approx(full[0], rel=0.02)
-    # The prediction loss's temperature is the kept rows' logit spread: a ratio, so close.
-    assert draws[:, 1].mean() == pytest.approx(full[1], rel=0.05)
+    # The prediction loss's logit spread is estimated from the kept rows, weighed as they are.
+    assert draws[:, 1].mean() == pytest.approx(full[1], rel=0.02)
+
+
+def test_weighted_std_counts_each_row_its_weight_in_times():
+    from ttvis.modules.losses import weighted_std
+
+    gen = torch.Generator().manual_seed(0)
+    values = torch.randn(7, 3, generator=gen, dtype=torch.float64)
+    weights = torch.tensor([1, 3, 2, 1, 5, 1, 2])
+    repeated = values.repeat_interleave(weights, dim=0)
+    assert float(weighted_std(values, weights)) == pytest.approx(float(repeated.std()), rel=1e-12)
+    assert float(weighted_std(values, torch.ones(7))) == pytest.approx(float(values.std()))

@@ -94,7 +94,12 @@ def reconstruction_loss(x: Tensor, x_hat: Tensor, counts: Tensor | None = None) 
     return weighted_mean(per_row, counts)
 
 
-def prediction_loss(logits_x: Tensor, logits_recon: Tensor, counts: Tensor | None = None) -> Tensor:
+def prediction_loss(
+    logits_x: Tensor,
+    logits_recon: Tensor,
+    counts: Tensor | None = None,
+    row_weights: Tensor | None = None,
+) -> Tensor:
     """Cross-entropy of the subject's prediction on reconstructions against that on inputs.
 
     Keeps ``argmax head(g(f(x))) == argmax head(x)`` (prediction preserving, docs/design.md §7)
@@ -104,6 +109,8 @@ def prediction_loss(logits_x: Tensor, logits_recon: Tensor, counts: Tensor | Non
         logits_x: ``[U, C]`` subject logits on the inputs (no gradient needed).
         logits_recon: ``[U, C]`` subject logits on the reconstructions.
         counts: ``[U]`` edge-end multiplicity of each row, as in :func:`reconstruction_loss`.
+        row_weights: ``[U]`` how many of the batch's rows each row stands for, when the rows
+            are a sample of them (see :func:`weighted_std`); None: the rows are the batch.
 
     Returns:
         Scalar.
@@ -111,11 +118,21 @@ def prediction_loss(logits_x: Tensor, logits_recon: Tensor, counts: Tensor | Non
     target = logits_x.argmax(1)
     # Logits of an early-epoch classifier are tiny (near-uniform softmax); measuring them in
     # units of their own spread gives the loss the same grip at every stage of training.
-    temperature = logits_x.float().std().clamp_min(1e-6)
+    logits = logits_x.float()
+    spread = logits.std() if row_weights is None else weighted_std(logits, row_weights)
     per_row = torch.nn.functional.cross_entropy(
-        logits_recon.float() / temperature, target, reduction="none"
+        logits_recon.float() / spread.clamp_min(1e-6), target, reduction="none"
     )
     return weighted_mean(per_row, counts)
+
+
+def weighted_std(values: Tensor, row_weights: Tensor) -> Tensor:
+    """Standard deviation of every entry of ``values [R, C]``, row r's entries counted
+    ``row_weights[r]`` times: the spread of the rows a sample of ``R`` rows stands for (with
+    unit weights, ``values.std()``)."""
+    w = row_weights.to(values.dtype)[:, None].expand_as(values)
+    mean = (w * values).sum() / w.sum()
+    return ((w * (values - mean).pow(2)).sum() / (w.sum() - 1).clamp_min(1e-12)).sqrt()
 
 
 def anchor_loss(

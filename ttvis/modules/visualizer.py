@@ -60,6 +60,7 @@ class ReconstructedRows(NamedTuple):
     counts: Tensor | None  # [R] each row's weight in the losses (None: equal)
     rows: Tensor | None  # [R] epoch positions (batches with epoch_pos), or None
     pred_weight: Tensor | None  # [R] 0 leaves a row out of the prediction loss, or None
+    row_weights: Tensor | None  # [R] rows of the batch each stands for (None: every row decoded)
 
 
 class TrainingDiverged(FloatingPointError):
@@ -351,29 +352,32 @@ class VisualizerModule(L.LightningModule):
         """The step's rows that are decoded and join the reconstruction and prediction losses.
 
         Every extra row (``x_all`` past the ``n_vertices`` vertex rows) is; of the vertex rows,
-        all of them, or ``recon_rows`` drawn at random when there are more, each kept row's
-        count weighed up by ``n_vertices / recon_rows`` so the losses' expected value is the
-        same (the extra rows keep their share).
+        all of them, or ``recon_rows`` drawn at random when there are more, each kept row
+        standing for ``n_vertices / recon_rows`` rows (its count and its weight in the
+        prediction loss's logit spread multiplied by that), so the extra rows keep their share
+        and the losses estimate the full batch's (ratio estimates: a bias of order
+        ``1 / recon_rows``).
         """
         pred_weight = batch.get("pred_weight")
         if pred_weight is not None and x_all.shape[0] > n_vertices:  # extra rows weigh 1
             extra = pred_weight.new_ones(x_all.shape[0] - n_vertices)
             pred_weight = torch.cat([pred_weight, extra])
+        row_weights = None
         if self.recon_rows is not None and n_vertices > self.recon_rows:
             device = x_all.device
             drawn = torch.randperm(n_vertices, device=device, generator=self._generator)
             keep = torch.cat(
                 [drawn[: self.recon_rows], torch.arange(n_vertices, x_all.shape[0], device=device)]
             )
-            if counts is None:
-                counts = torch.ones(x_all.shape[0], device=device, dtype=x_all.dtype)
-            counts = counts.to(x_all.dtype).clone()
-            counts[:n_vertices] *= n_vertices / self.recon_rows
+            row_weights = torch.ones(x_all.shape[0], device=device, dtype=x_all.dtype)
+            row_weights[:n_vertices] = n_vertices / self.recon_rows
+            counts = row_weights if counts is None else counts.to(x_all.dtype) * row_weights
             x_all, z_all, counts = x_all[keep], z_all[keep], counts[keep]
             rows = None if rows is None else rows[keep]
             pred_weight = None if pred_weight is None else pred_weight[keep]
+            row_weights = row_weights[keep]
         x_hat = self.autoencoder.decode(z_all, rows)
-        return ReconstructedRows(x_all, x_hat, counts, rows, pred_weight)
+        return ReconstructedRows(x_all, x_hat, counts, rows, pred_weight, row_weights)
 
     def subject_logits(self, x: Tensor, rows: Tensor | None) -> Tensor:
         """The subject head's logits ``[M, C]`` on raw representations ``x [M, D]`` whose epoch
@@ -440,7 +444,8 @@ class VisualizerModule(L.LightningModule):
                     if pred_counts is None
                     else pred_counts.to(recon.x.dtype) * recon.pred_weight
                 )
-            yield "pred", self.lambda_pred, prediction_loss(target, logits_recon, pred_counts)
+            loss = prediction_loss(target, logits_recon, pred_counts, recon.row_weights)
+            yield "pred", self.lambda_pred, loss
         if self.temporal_weight > 0 and self._previous_weights:
             loss = temporal_loss(list(self.autoencoder.parameters()), self._previous_weights)
             yield "temporal", self.temporal_weight, loss
