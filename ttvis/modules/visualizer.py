@@ -101,7 +101,7 @@ class VisualizerModule(L.LightningModule):
             the edge length (:func:`interpolate_edges`), so the inverse mapping and the
             prediction loss cover the data's neighbourhood, not only its segments; 0: none.
         recon_rows: a step's vertex rows decoded for the reconstruction and prediction losses,
-            at most (drawn at random, weighed up to keep the losses' expected value; the
+            at most (drawn at random, weighed up so the losses estimate the full batch's; the
             interpolated and boundary points always are); None: every one. Every vertex row is
             still encoded for the UMAP loss. Decoding to ``D`` dimensions is about half a
             step's arithmetic, and a large run's batches hold nearly one vertex per edge end.
