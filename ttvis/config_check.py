@@ -243,6 +243,7 @@ TRAIN_RULES: tuple[Rule, ...] = (
     + tuple(Rule("method." + r.key, r.test, r.expected) for r in _BOUNDARY_STEPS_RULES)
     + (
         Rule("method.epoch_bias", lambda v: isinstance(v, bool), "true or false"),
+        Rule("method.step_graph", lambda v: isinstance(v, bool), "true or false"),
         Rule(
             "method.epoch_bias",
             lambda v: v is False,

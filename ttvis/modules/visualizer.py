@@ -21,6 +21,7 @@ from ttvis.modules.losses import (
     umap_ab,
     umap_loss,
 )
+from ttvis.modules.step_graph import GraphedSteps
 
 
 def interpolate_edges(
@@ -67,7 +68,7 @@ class TrainingDiverged(FloatingPointError):
     """The visualizer's loss became NaN or infinite; the message names the subject epoch."""
 
 
-class VisualizerModule(L.LightningModule):
+class VisualizerModule(GraphedSteps, L.LightningModule):
     """Parametric UMAP + reconstruction (+ temporal anchor) for one visualizer.
 
     A batch, as the edge streams yield it, holds the distinct vertices of ``B`` edges once:
@@ -129,6 +130,9 @@ class VisualizerModule(L.LightningModule):
             normalisation (``input_shift [D]``); without ``input_shift``, none.
         lr_ramp_epochs: the scheduler's rate ramps up linearly over this many visualizer
             epochs (:meth:`optimizer_step`), so Adam's first steps do not shake a warm start.
+        step_graph: on one CUDA device at 32-bit precision, capture the step's forward and
+            backward pass in a CUDA graph on the first step and replay it (one launch instead
+            of a few hundred; :class:`StepGraph`); elsewhere, or False, every step runs eagerly.
     """
 
     def __init__(
@@ -157,6 +161,7 @@ class VisualizerModule(L.LightningModule):
         seed: int = 0,
         epoch_bias: bool = False,
         lr_ramp_epochs: float = 0.0,
+        step_graph: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "subject_head", "input_shift"])
@@ -173,15 +178,14 @@ class VisualizerModule(L.LightningModule):
             raise ValueError(f"recon_rows={recon_rows}: expected a positive count or None")
         self.recon_rows = None if recon_rows is None else int(recon_rows)
         self.lambda_anchor, self.anchor_fraction = lambda_anchor, anchor_fraction
-        self.lambda_layout = lambda_layout
+        self.lambda_layout, self.repulsion_strength = lambda_layout, repulsion_strength
         if subject_head is not None:
             subject_head.requires_grad_(False)
         self.negative_sample_rate = negative_sample_rate
-        self.repulsion_strength = repulsion_strength
         self.a, self.b = umap_ab(spread, min_dist)
         self.subject_epoch, self.log_prefix, self.seed = subject_epoch, log_prefix, seed
-        self.lr_ramp_epochs = float(lr_ramp_epochs)
-        self.temporal_weight = 0.0
+        self.lr_ramp_epochs, self.temporal_weight = float(lr_ramp_epochs), 0.0
+        self._init_step_graph(step_graph)
         self._previous_weights: list[Tensor] = []  # the previous visualizer's parameters
         self._generator: torch.Generator | None = None
         self.edges_seen = 0  # edges trained on by this process, for throughput reports
@@ -288,6 +292,7 @@ class VisualizerModule(L.LightningModule):
         self._previous_weights = [w.to(self.device) for w in self._previous_weights]
         rank = self.trainer.global_rank if self._trainer is not None else 0
         self._generator = torch.Generator(device=self.device)
+        self._release_step_graph()  # a graph holds its generator and the parameters' memory
         self._generator.manual_seed(self.seed * 7919 + self.subject_epoch * 104729 + rank)
 
     def row_epochs(self, batch: dict[str, Tensor]) -> Tensor | None:
@@ -305,6 +310,17 @@ class VisualizerModule(L.LightningModule):
         return torch.cat(parts)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        losses = self._graphed_losses(batch)
+        if losses is None:
+            losses = self.step_losses(batch)
+        n_edges = batch["head_pos"].shape[0]
+        self.edges_seen += n_edges
+        self._accumulate(losses, n_edges)
+        return losses["total"]
+
+    def step_losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The step's loss terms ``{name: scalar}`` on a batch, their weighted sum as
+        ``"total"`` (the UMAP and reconstruction terms, then those of :meth:`_further_terms`)."""
         rows = self.row_epochs(batch)  # per-epoch normalisation, biases and subject heads
         if rows is not None and "boundary_x" in batch and "boundary_epoch_pos" not in batch:
             raise ValueError(
@@ -335,10 +351,7 @@ class VisualizerModule(L.LightningModule):
             total = total + weight * loss
             losses[name] = loss
         losses["total"] = total
-        n_edges = batch["head_pos"].shape[0]
-        self.edges_seen += n_edges
-        self._accumulate(losses, n_edges)
-        return total
+        return losses
 
     def _reconstructed_rows(
         self,
