@@ -119,11 +119,13 @@ class StepGraphEverywhere(VisualizerModule):
     """Runs its steps through a StepGraph on any device (off CUDA: eagerly, with the graph's
     hand-off of the gradients to Lightning's backward hook)."""
 
-    def _step_graph_applies(self) -> bool:
-        return self.step_graph and torch.is_grad_enabled()
+    def _on_graph_device(self) -> bool:
+        return True
 
 
-def lightning_fit(module: VisualizerModule, accelerator: str, epochs: int = 3) -> dict:
+def lightning_fit(
+    module: VisualizerModule, accelerator: str, epochs: int = 3, **trainer_settings
+) -> dict:
     """Fit ``module`` on 6 fixed batches with Lightning (gradient clipping on); the loss of
     each visualizer epoch and the number of graph runs after each step."""
     batches = [make_batch(256, 500, 16, "cpu", i) for i in range(6)]
@@ -141,7 +143,7 @@ def lightning_fit(module: VisualizerModule, accelerator: str, epochs: int = 3) -
     trainer = L.Trainer(
         accelerator=accelerator, devices=1, max_epochs=epochs, gradient_clip_val=1.0,
         logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=[Record()],
+        enable_model_summary=False, callbacks=[Record()], **trainer_settings,
     )  # fmt: skip
     trainer.fit(module, DataLoader(batches, batch_size=None))
     seen["loss"].append(module.last_finite_loss)
@@ -165,6 +167,40 @@ def test_lightning_takes_the_graphs_gradients_through_its_backward_hook():
     assert with_graph["loss"][-1] < with_graph["loss"][0]
     for a, b in zip(graphed.parameters(), plain.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "settings", [{"accumulate_grad_batches": 2}, {"precision": "bf16-mixed"}], ids=str
+)
+def test_trainers_that_own_the_gradients_take_eager_steps(settings):
+    """Accumulated gradients (added over backward calls) and mixed precision (scaled or
+    autocast passes) are Lightning's business: those fits never use the graph, and equal the
+    fits without it."""
+    torch.manual_seed(0)
+    graphed = StepGraphEverywhere(
+        [16, 32, 2], [2, 32, 16], partial(torch.optim.Adam, lr=0.01), seed=3
+    )
+    plain = copy.deepcopy(graphed)
+    plain.step_graph = False
+    with_graph = lightning_fit(graphed, "cpu", 2, **settings)
+    without = lightning_fit(plain, "cpu", 2, **settings)
+    assert set(with_graph["runs"]) == {None}
+    assert with_graph["loss"] == without["loss"]
+
+
+def test_a_replay_leaves_no_gradient_for_an_in_place_zero_grad_to_clear():
+    """Between a step and its backward hook the parameters hold no gradient, so a zero_grad
+    that zeroes in place cannot reach the step's gradients."""
+    module = StepGraphEverywhere([16, 32, 2], [2, 32, 16], partial(torch.optim.Adam))
+    module._generator = torch.Generator().manual_seed(1)
+    optimizer = torch.optim.Adam(module.parameters())
+    for seed in range(2):
+        loss = module.training_step(make_batch(64, 100, 16, "cpu", seed), 0)
+        assert all(p.grad is None for p in module.autoencoder.parameters())
+        optimizer.zero_grad(set_to_none=False)
+        module.backward(loss)
+        assert all(p.grad.abs().sum() > 0 for p in module.autoencoder.parameters())
+        optimizer.step()
 
 
 @cuda

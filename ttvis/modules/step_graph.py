@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 
 import torch
+from lightning.pytorch.strategies import SingleDeviceStrategy
 from torch import Tensor
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,10 @@ class StepGraph:
                 return None
         elif batch_signature(batch) != self.signature:
             return None
+        # The last step's .grad are this graph's buffers: let go of them before the replay
+        # writes them, so that nothing done to .grad before load_grads (a zero_grad that
+        # zeroes in place) reaches the new gradients.
+        self._clear_grads()
         for name, value in batch.items():
             self._inputs[name].copy_(value)
         self._graph.replay()
@@ -149,13 +154,24 @@ class GraphedSteps:
         self._step_graph = None
 
     def _step_graph_applies(self) -> bool:
-        """Whether this step runs through the graph: ``step_graph`` on, one CUDA device, one
-        process (several average their gradients in the backward pass) at 32-bit precision."""
-        if not (self.step_graph and self.device.type == "cuda" and torch.is_grad_enabled()):
+        """Whether this step runs through the graph: ``step_graph`` on, a CUDA device
+        (:meth:`_on_graph_device`), and a Trainer (if any) that leaves the gradients to the
+        step: one device in one process (DDP averages gradients inside the backward pass),
+        32-bit precision, no gradient accumulation (its backward calls add to ``.grad``)."""
+        if not (self.step_graph and self._on_graph_device() and torch.is_grad_enabled()):
             return False
         if self._trainer is None:
             return True
-        return self.trainer.world_size == 1 and str(self.trainer.precision) in ("32-true", "32")
+        trainer = self.trainer
+        return (
+            isinstance(trainer.strategy, SingleDeviceStrategy)
+            and str(trainer.precision) in ("32-true", "32")
+            and trainer.accumulate_grad_batches == 1
+        )
+
+    def _on_graph_device(self) -> bool:
+        """Whether the module is on a device whose steps are captured (CUDA)."""
+        return self.device.type == "cuda"
 
     def _graphed_losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor] | None:
         """The step's losses from the graph of ``step_losses`` and its backward pass (the
