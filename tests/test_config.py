@@ -271,3 +271,17 @@ def test_commands_default_to_the_same_demo_run(name):
     raw = OmegaConf.to_container(cfg, resolve=False)
     assert raw["content_path"].startswith("${ttvis.demo_run:${demo.cache_dir}")
     assert cfg.demo.data == "digits" and cfg.demo.recipe == "adam" and cfg.demo.epochs == 10
+
+
+def test_resume_fingerprint_ignores_how_steps_run_but_not_what_they_do(demo_run):
+    """``method.step_graph`` (like the devices) leaves finished epochs resumable; a loss weight
+    retrains them."""
+    from ttvis.resume import settings_fingerprint
+
+    def fingerprint(*extra: str) -> str:
+        return settings_fingerprint(_compose("dvi", "default", demo_run, list(extra)))
+
+    default = fingerprint()
+    assert fingerprint("method.step_graph=false") == default
+    assert fingerprint("trainer.accelerator=cpu") == default
+    assert fingerprint("method.lambda1=0.5") != default

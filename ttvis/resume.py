@@ -33,15 +33,20 @@ RESUME_DIR = "resume"
 def settings_fingerprint(cfg: DictConfig) -> str:
     """Hex digest of the settings that change a visualizer's result.
 
-    Covers ``method``, ``model``, ``export`` (but ``export.plots``), ``seed``,
-    ``trainer.max_epochs`` and ``gradient_clip_val``, the early stopping callback; not the
-    logger, progress bars, devices or output paths.
+    Covers ``method`` (but ``method.step_graph``), ``model``, ``export`` (but
+    ``export.plots``), ``seed``, ``trainer.max_epochs`` and ``gradient_clip_val``, the early
+    stopping callback; not the logger, progress bars, devices or output paths.
     """
     callbacks = cfg.get("callbacks") or {}
     export = OmegaConf.to_container(cfg.export, resolve=True)
     export.pop("plots", None)  # pictures are redrawn, never a reason to retrain
+    method = OmegaConf.to_container(cfg.method, resolve=True)
+    # How the steps run, like the devices: a GPU's graph draws other random numbers, as
+    # another device does. Left out, checkpoints written before the setting existed still match.
+    method.pop("step_graph", None)
+    (method.get("module") or {}).pop("step_graph", None)
     settings = {
-        "method": OmegaConf.to_container(cfg.method, resolve=True),
+        "method": method,
         "model": OmegaConf.to_container(cfg.model, resolve=True),
         "export": export,
         "seed": cfg.seed,
