@@ -290,9 +290,9 @@ class VisualizerModule(GraphedSteps, L.LightningModule):
     def on_fit_start(self) -> None:
         flush_subnormals()  # again: a process a spawn launcher started did not open the run
         self._previous_weights = [w.to(self.device) for w in self._previous_weights]
+        self._release_step_graph()  # a graph holds its generator and the parameters' memory
         rank = self.trainer.global_rank if self._trainer is not None else 0
         self._generator = torch.Generator(device=self.device)
-        self._release_step_graph()  # a graph holds its generator and the parameters' memory
         self._generator.manual_seed(self.seed * 7919 + self.subject_epoch * 104729 + rank)
 
     def row_epochs(self, batch: dict[str, Tensor]) -> Tensor | None:
