@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from ttvis.metrics import (
     neighbour_preserving,
     neighbour_preserving_subset,
     neighbour_preserving_test,
+    neighbour_vote_agreement,
     prediction_preserving,
     temporal_correlations,
     temporal_preserving,
@@ -180,6 +182,32 @@ def test_prediction_preserving_matches_brute_force(rng):
     x, recon = rng.normal(size=(40, 4)), rng.normal(size=(40, 4))
     agree = sum(int(np.argmax(a) == np.argmax(b)) for a, b in zip(x, recon, strict=True))
     assert prediction_preserving(x, recon) == pytest.approx(agree / 40)
+
+
+@pytest.mark.parametrize("exact_below", [10**9, 0], ids=["brute-force", "sklearn"])
+def test_neighbour_vote_agreement_matches_brute_force(rng, exact_below):
+    train, query = rng.normal(size=(40, 6)), rng.normal(size=(25, 6))
+    train_pred, query_pred = rng.integers(0, 3, size=40), rng.integers(0, 3, size=25)
+    agree = 0
+    for q, pred in zip(query, query_pred, strict=True):
+        dists = sorted((float(np.sqrt(((q - t) ** 2).sum())), j) for j, t in enumerate(train))
+        votes = [int(train_pred[j]) for _, j in dists[:K]]
+        majority = max(range(3), key=lambda c: (votes.count(c), -c))  # ties: smallest class
+        agree += int(majority == pred)
+    got = neighbour_vote_agreement(train, train_pred, query, query_pred, K, exact_below)
+    assert got == pytest.approx(agree / 25)
+
+
+def test_neighbour_vote_agreement_hand_made_and_errors():
+    train = np.array([[0.0], [1.0], [2.0], [10.0], [11.0]])
+    train_pred = np.array([0, 0, 1, 1, 1])
+    query = np.array([[0.5], [10.5]])
+    # k = 3: the first query's neighbours predict 0, 0, 1 (agrees with 0); the second's 1, 1, 1.
+    assert neighbour_vote_agreement(train, train_pred, query, np.array([0, 0]), 3) == 0.5
+    assert neighbour_vote_agreement(train, train_pred, query, np.array([0, 1]), 3) == 1.0
+    assert math.isnan(neighbour_vote_agreement(train, train_pred, query[:0], np.array([]), 3))
+    with pytest.raises(ValueError, match="one prediction per row"):
+        neighbour_vote_agreement(train, train_pred[:4], query, np.array([0, 1]), 3)
 
 
 def test_inverse_confidence_drop_hand_made():
@@ -426,3 +454,40 @@ def test_evaluate_py_missing_exports_exit_2(demo_run, tmp_path):
     assert "no exports under" in message[0] and "TimeVis" in message[0]
     assert "run train.py first" in message[0]
     assert not (run_path / "visualize" / "DVI" / "metrics.json").exists()  # checked up front
+
+
+# ------------------------------------------------------------------ benchmarks/umap_reference.py
+
+
+@pytest.mark.slow
+def test_umap_reference_prints_shares_and_test_prediction_references(demo_run, tmp_path):
+    """The reference's visualizer columns are evaluate.py's figures (nn_train, ppr_test); the
+    k-NN vote is a share; a run without test samples is refused before any UMAP fit."""
+    run_path = copy_run(demo_run, tmp_path / "run")
+    write_exports(run_path, "DVI")
+    assert run_evaluate([f"content_path={run_path}", "vis=DVI", f"k={K}"], tmp_path).returncode == 0
+    metrics = json.loads((run_path / "visualize" / "DVI" / "metrics.json").read_text())
+    script = [sys.executable, "benchmarks/umap_reference.py", str(run_path), "DVI"]
+    args = ["--k", str(K), "--epochs", "2", "3", "--predictions"]
+    proc = subprocess.run(
+        script + args, cwd=REPO_ROOT, env=train_env(tmp_path), capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # epoch, UMAP's NP (fit seconds), DVI's NP (share of UMAP) | k-NN vote, DVI's test PP
+    row = re.compile(
+        r"^\s*(\d+)\s+([\d.]+) \(\s*[\d.]+s\)\s+([\d.]+) \(\s*\d+%\)\s+\|\s+([\d.]+)\s+([\d.]+)$"
+    )
+    found = {m[1]: m for m in map(row.match, proc.stdout.splitlines()) if m}
+    assert sorted(found) == ["2", "3"], proc.stdout
+    for epoch, m in found.items():
+        assert float(m[3]) == pytest.approx(metrics["epochs"][epoch]["nn_train"], abs=5e-3)
+        assert float(m[5]) == pytest.approx(metrics["epochs"][epoch]["ppr_test"], abs=6e-4)
+        assert 0.0 <= float(m[4]) <= 1.0 and 0.0 < float(m[2]) <= K
+    assert "DVI: lowest share of UMAP" in proc.stdout
+
+    index = json.loads((run_path / "index.json").read_text())
+    (run_path / "index.json").write_text(json.dumps({"train": index["train"]}))
+    proc = subprocess.run(
+        script + args, cwd=REPO_ROOT, env=train_env(tmp_path), capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and "needs test samples" in proc.stderr

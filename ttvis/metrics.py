@@ -18,6 +18,9 @@ temporal preserving        per sample, Pearson correlation over consecutive     
                            share of k-NN and the 2-D movement
 =========================  ==================================================  =====
 
+:func:`neighbour_vote_agreement` is a reference, not a visualizer's metric: how many test
+samples the subject predicts as most of their training neighbours are.
+
 k-NN lists never contain the point itself and are exact (:func:`ttvis.knn.knn_backend` with no
 approximation: brute force on a GPU or below ``exact_below`` points, scikit-learn's exact search
 above), so every number is deterministic.
@@ -247,6 +250,49 @@ def inverse_confidence_drop(logits_x: np.ndarray | torch.Tensor, logits_recon) -
     pred = a.argmax(1)
     rows = np.arange(a.shape[0])
     return float(np.mean(np.abs(_softmax(a)[rows, pred] - _softmax(b)[rows, pred])))
+
+
+def neighbour_vote_agreement(
+    train_x: np.ndarray,
+    train_pred: np.ndarray,
+    query_x: np.ndarray,
+    query_pred: np.ndarray,
+    k: int = 15,
+    exact_below: int = EXACT_BELOW,
+) -> float:
+    """Share of query samples predicted as most of their k nearest training samples are.
+
+    A reference for test prediction preserving (``benchmarks/umap_reference.py``): a map that
+    keeps neighbourhoods places an unseen sample among its high-dimensional training
+    neighbours, so a test sample that the subject predicts unlike most of them is one such a
+    map struggles to keep.
+
+    Args:
+        train_x: ``[N, D]`` training representations; train_pred: ``[N]`` their predicted
+            classes (int).
+        query_x: ``[M, D]`` query representations (e.g. the test samples); query_pred: ``[M]``.
+        k: training neighbours per query (exact Euclidean; ``k <= N``).
+        exact_below: see :func:`ttvis.knn.knn_backend`.
+
+    Returns:
+        A fraction in 0..1; NaN for M = 0. Ties between classes go to the smallest class id.
+    """
+    train_pred, query_pred = np.asarray(train_pred), np.asarray(query_pred)
+    if train_pred.shape != (train_x.shape[0],) or query_pred.shape != (query_x.shape[0],):
+        raise ValueError(
+            f"expected one prediction per row, got {train_pred.shape} for {train_x.shape[0]} "
+            f"training rows and {query_pred.shape} for {query_x.shape[0]} queries"
+        )
+    if query_x.shape[0] == 0:
+        return math.nan
+    neighbours = query_knn(
+        np.asarray(train_x), np.asarray(query_x), k, exact_below=exact_below, approximate=False
+    ).indices
+    votes = train_pred[neighbours]  # [M, k]
+    n_classes = int(max(train_pred.max(), query_pred.max())) + 1
+    counts = np.zeros((votes.shape[0], n_classes), dtype=np.int64)
+    np.add.at(counts, (np.arange(votes.shape[0])[:, None], votes), 1)
+    return float(np.mean(counts.argmax(1) == query_pred))
 
 
 def _as_array(logits) -> np.ndarray:
