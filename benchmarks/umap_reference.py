@@ -27,6 +27,7 @@ import time
 import numpy as np
 import torch
 
+from ttvis.boundary import predicted_classes
 from ttvis.evaluation import reconstruct
 from ttvis.export_folder import ExportError, ExportFolder
 from ttvis.metrics import neighbour_preserving, neighbour_vote_agreement, prediction_preserving
@@ -76,17 +77,23 @@ def reference_table(
             low = folders[name].projection(epoch, run.shape.n_points)[run.train_points]
             row[name] = float(neighbour_preserving(reps, low, k).mean())
         if predictions:
-            row.update(prediction_cells(run, folders, epoch, k))
+            row.update(prediction_cells(run, folders, epoch, reps, k))
         rows.append(row)
         print(format_row(row, vis_names), flush=True)
     return rows
 
 
 def prediction_cells(
-    run: TrainingRun, folders: dict[str, ExportFolder], epoch: int, k: int, batch_size: int = 4096
+    run: TrainingRun,
+    folders: dict[str, ExportFolder],
+    epoch: int,
+    train: np.ndarray,
+    k: int,
+    batch_size: int = 4096,
 ) -> dict[str, float]:
-    """``{"vote": share, "ppr_test:VIS": share, ...}`` for one epoch: the test samples that the
-    subject predicts as most of their k nearest training samples are
+    """``{"vote": share, "ppr_test:VIS": share, ...}`` for one epoch (``train``: its ``[N, D]``
+    float32 training representations): the test samples that the subject predicts as most of
+    their k nearest training samples are
     (:func:`ttvis.metrics.neighbour_vote_agreement`), and each visualizer's test prediction
     preserving (``evaluate.py``'s ``ppr_test``).
 
@@ -96,11 +103,9 @@ def prediction_cells(
     head = try_load_subject_head(run, epoch, CPU)
     if head is None:
         raise RunError(f"{run.content_path}: --predictions needs a subject head for epoch {epoch}")
-    reps = run.representations(epoch)
-    train = np.asarray(reps[run.train_points], dtype=np.float32)
-    test = np.asarray(reps[run.test_points], dtype=np.float32)
+    test = np.asarray(run.representations(epoch)[run.test_points], dtype=np.float32)
     logits_test = head.predict(torch.from_numpy(test), batch_size)
-    train_pred = head.predict(torch.from_numpy(train), batch_size).argmax(1).numpy()
+    train_pred = predicted_classes(head, train)[1]
     cells = {
         "vote": neighbour_vote_agreement(train, train_pred, test, logits_test.argmax(1).numpy(), k)
     }
