@@ -102,8 +102,9 @@ def prediction_loss(
 ) -> Tensor:
     """Cross-entropy of the subject's prediction on reconstructions against that on inputs.
 
-    Keeps ``argmax head(g(f(x))) == argmax head(x)`` (prediction preserving, docs/design.md §7)
-    and the confidence with it: the target is the subject's softmax on ``x``.
+    Keeps ``argmax head(g(f(x))) == argmax head(x)`` (prediction preserving, docs/design.md §7):
+    the target is the subject's predicted class on ``x`` (its softmax as a soft target kept few
+    predictions where early epochs' logits are near-uniform, docs/results.md 2026-12-04 (15)).
 
     Args:
         logits_x: ``[U, C]`` subject logits on the inputs (no gradient needed).
