@@ -15,7 +15,13 @@ from ttvis.complex import EdgeSet
 from ttvis.datamodules import EdgeStream
 from ttvis.modules import Autoencoder
 from ttvis.modules.autoencoder import mlp
-from ttvis.modules.losses import reconstruction_loss, temporal_loss, umap_ab, umap_loss
+from ttvis.modules.losses import (
+    negatives_in_group,
+    reconstruction_loss,
+    temporal_loss,
+    umap_ab,
+    umap_loss,
+)
 from ttvis.modules.visualizer import interpolate_edges
 
 # A hand-made complex on 6 vertices; vertex v's feature row is [v, 10 v] so rows name vertices.
@@ -184,6 +190,49 @@ def test_umap_loss_skips_drawn_tails_that_are_not_negatives():
         head_vertex=head, tail_vertex=same_tail,
     )  # fmt: skip
     assert float(only) == pytest.approx(float(attraction) / (1 + m), rel=1e-9)
+
+
+def test_negatives_in_group_draw_uniformly_among_the_heads_group():
+    """Every draw is a tail of the head's own group, each such tail about equally often; a
+    head whose group has no tail in the batch draws from all of them; draw k is edge k % B's."""
+    m, draws = 3, 20_000
+    head_group = torch.tensor([0, 0, 1, 2, 2, 3, 1, 0])  # group 3 has no tail
+    tail_group = torch.tensor([0, 1, 1, 2, 0, 2, 1, 0])
+    gen = torch.Generator().manual_seed(5)
+    picks = torch.stack([negatives_in_group(head_group, tail_group, m, gen) for _ in range(draws)])
+    assert picks.shape == (draws, 8 * m)
+    for k in range(8 * m):
+        group = int(head_group[k % 8])
+        eligible = [j for j in range(8) if int(tail_group[j]) == group] or list(range(8))
+        seen = Counter(picks[:, k].tolist())
+        assert set(seen) == set(eligible), (k, seen)
+        expected = draws / len(eligible)
+        assert all(abs(c - expected) < 5 * math.sqrt(expected) for c in seen.values()), seen
+
+
+def test_umap_loss_with_groups_repels_only_the_drawn_tails():
+    """With groups the loss is the same sum over pairs, its negatives those
+    :func:`negatives_in_group` draws from the same generator state."""
+    a, b = umap_ab(1.0, 0.1)
+    m, n = 4, 12
+    gen = torch.Generator().manual_seed(11)
+    emb_from = torch.randn(n, 2, generator=gen, dtype=torch.float64)
+    emb_to = torch.randn(n, 2, generator=gen, dtype=torch.float64)
+    group = torch.randint(0, 3, (n,), generator=gen)
+    loss = umap_loss(
+        emb_from, emb_to, a, b, negative_sample_rate=m, generator=torch.Generator().manual_seed(2),
+        head_group=group, tail_group=group,
+    )  # fmt: skip
+    neg = negatives_in_group(group, group, m, torch.Generator().manual_seed(2)).tolist()
+    assert all(int(group[j]) == int(group[k % n]) for k, j in enumerate(neg))
+    eps, terms = 1e-4, []
+    for i in range(n):
+        d2 = float(((emb_from[i] - emb_to[i]) ** 2).sum())
+        terms.append(-math.log(min(max(_q(d2, a, b), eps), 1.0)))
+    for k, j in enumerate(neg):
+        d2 = float(((emb_from[k % n] - emb_to[j]) ** 2).sum())
+        terms.append(-math.log(min(max(1.0 - _q(d2, a, b), eps), 1.0)))
+    assert float(loss) == pytest.approx(sum(terms) / len(terms), rel=1e-9)
 
 
 def test_umap_loss_attraction_only_and_gradients():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 from conftest import copy_run, run_train
 
 from ttvis.datamodules import TimeVisDataModule
-from ttvis.modules import Autoencoder, EpochHeads
+from ttvis.modules import Autoencoder, EpochHeads, TimeVisModule
 from ttvis.run import RunError, TrainingRun
 from ttvis.temporal import (
     VertexLayout,
@@ -361,15 +362,29 @@ def check_timevis_export(content_path: Path, resolution: int) -> None:
     assert not leftovers
 
 
+def test_timevis_negatives_are_drawn_within_each_heads_epoch():
+    """With ``negatives_within_epoch`` the UMAP loss groups edge ends by their epoch (the
+    batch's vertex rows come first in ``rows``); without it, by nothing."""
+    rows = torch.tensor([0, 1, 1, 2, 0, 2])  # 5 vertex rows, then an interpolated point's
+    head_pos, tail_pos = torch.tensor([0, 2, 4, 3]), torch.tensor([4, 1, 0, 3])
+    dims = ([3, 8, 2], [2, 8, 3], partial(torch.optim.Adam))
+    within = TimeVisModule(*dims, negatives_within_epoch=True)
+    head_group, tail_group = within.negative_groups(rows, head_pos, tail_pos)
+    assert head_group.tolist() == [0, 1, 0, 2] and tail_group.tolist() == [0, 1, 0, 2]
+    assert within.negative_groups(None, head_pos, tail_pos) == (None, None)
+    assert TimeVisModule(*dims).negative_groups(rows, head_pos, tail_pos) == (None, None)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("sampling", ["none", "kcenter"])
-def test_train_timevis_end_to_end(demo_run, tmp_path, sampling):
+@pytest.mark.parametrize(("sampling", "within_epoch"), [("none", False), ("kcenter", True)])
+def test_train_timevis_end_to_end(demo_run, tmp_path, sampling, within_epoch):
     content = copy_run(demo_run, tmp_path / "run")
     proc = run_train(
         [
             "method=timevis",
             f"content_path={content}",
             f"method.sampling={sampling}",
+            f"method.negatives_within_epoch={within_epoch}",
             "method.kcenter.fraction=0.5",
             "method.max_epochs=1",
             "method.recon_rows=16",  # fewer than a batch's vertices: each epoch's head on its own

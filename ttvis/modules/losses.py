@@ -34,6 +34,8 @@ def umap_loss(
     eps: float = 1e-4,
     head_vertex: Tensor | None = None,
     tail_vertex: Tensor | None = None,
+    head_group: Tensor | None = None,
+    tail_group: Tensor | None = None,
 ) -> Tensor:
     """Fuzzy-set cross-entropy between graph membership and low-dimensional similarity.
 
@@ -54,15 +56,20 @@ def umap_loss(
         eps: lower bound on probabilities inside the logarithms.
         head_vertex, tail_vertex: ``[B]`` vertex ids of the edge ends, or None (every drawn
             tail is a negative).
+        head_group, tail_group: ``[B]`` group of the edge ends (TimeVis: the epoch), or None;
+            given, a head's negatives are its own group's tails (:func:`negatives_in_group`).
 
     Returns:
         Scalar mean cross-entropy over the ``B * (1 + m)`` pairs.
     """
     batch = emb_from.shape[0]
     d2_pos = (emb_from - emb_to).pow(2).sum(1)
-    neg_idx = torch.randint(
-        0, batch, (batch * negative_sample_rate,), device=emb_to.device, generator=generator
-    )
+    if head_group is None or tail_group is None:
+        neg_idx = torch.randint(
+            0, batch, (batch * negative_sample_rate,), device=emb_to.device, generator=generator
+        )
+    else:
+        neg_idx = negatives_in_group(head_group, tail_group, negative_sample_rate, generator)
     neg_from = emb_from.repeat(negative_sample_rate, 1)
     d2_neg = (neg_from - emb_to[neg_idx]).pow(2).sum(1)
     # q = 1 / (1 + a d^(2b)), written with d^2 to avoid sqrt's infinite gradient at 0.
@@ -76,6 +83,37 @@ def umap_loss(
         not_negative = (drawn == head_vertex.repeat(negative_sample_rate)) | (drawn == own)
         repulsion = repulsion.masked_fill(not_negative, 0.0)
     return torch.cat([attraction, repulsion]).mean()
+
+
+def negatives_in_group(
+    head_group: Tensor,
+    tail_group: Tensor,
+    negative_sample_rate: int,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Each edge's negatives: tails drawn uniformly among those of the head's own group.
+
+    Draw ``k`` belongs to edge ``k % B``, as :func:`umap_loss` pairs them. A head whose group
+    has no tail in the batch draws from all the tails. Sorting and binary search keep every
+    shape fixed, so nothing waits for the host (a CUDA graph can hold it).
+
+    Args:
+        head_group, tail_group: ``[B]`` integer group of each edge's head and tail.
+        negative_sample_rate: m, draws per edge.
+        generator: random source on the groups' device.
+
+    Returns:
+        ``[B * m]`` positions in the batch's tails.
+    """
+    sorted_groups, order = torch.sort(tail_group, stable=True)
+    heads = head_group.repeat(negative_sample_rate)
+    first = torch.searchsorted(sorted_groups, heads)
+    count = torch.searchsorted(sorted_groups, heads, right=True) - first
+    u = torch.rand(heads.shape, device=heads.device, generator=generator)
+    # u < 1, but u * n may round up to n in float32: clamp to the last position.
+    anywhere = (u * tail_group.shape[0]).long().clamp_max(tail_group.shape[0] - 1)
+    within = first + torch.minimum((u * count).long(), (count - 1).clamp_min(0))
+    return torch.where(count > 0, order[within.clamp_max(order.shape[0] - 1)], anywhere)
 
 
 def reconstruction_loss(x: Tensor, x_hat: Tensor, counts: Tensor | None = None) -> Tensor:

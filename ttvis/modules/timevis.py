@@ -96,7 +96,26 @@ class TimeVisModule(VisualizerModule):
     :class:`EpochHeads` as ``subject_head`` each vertex (and each interpolated edge point,
     which takes its head end's epoch) is judged by its own epoch's classifier. Batches must
     then carry ``epoch_pos [U]``.
+
+    Args:
+        negatives_within_epoch: draw each edge's UMAP negatives among the batch's tails of its
+            head's epoch (:meth:`negative_groups`) rather than among all of them, most of which
+            are other epochs' vertices; needs batches with ``epoch_pos``.
+        *args, **kwargs: as :class:`VisualizerModule`.
     """
+
+    def __init__(self, *args, negatives_within_epoch: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.negatives_within_epoch = bool(negatives_within_epoch)
+
+    def negative_groups(
+        self, rows: Tensor | None, head_pos: Tensor, tail_pos: Tensor
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """Each edge end's epoch position (``rows [U + ...]``, the batch's vertex rows first)
+        with ``negatives_within_epoch``; else ``(None, None)``."""
+        if not self.negatives_within_epoch or rows is None:
+            return None, None
+        return rows[head_pos], rows[tail_pos]
 
     def subject_logits(self, x: Tensor, rows: Tensor | None) -> Tensor:
         """Each row judged by its own epoch's head (an :class:`EpochHeads`)."""
