@@ -192,39 +192,42 @@ def test_umap_loss_skips_drawn_tails_that_are_not_negatives():
     assert float(only) == pytest.approx(float(attraction) / (1 + m), rel=1e-9)
 
 
-def test_negatives_in_group_draw_uniformly_among_the_heads_group():
-    """Every draw is a tail of the head's own group, each such tail about equally often; a
-    head whose group has no tail in the batch draws from all of them; draw k is edge k % B's."""
+@pytest.mark.parametrize("window", [0, 1])
+def test_negatives_in_group_draw_uniformly_within_the_window(window):
+    """Every draw is a tail whose group is within ``window`` of the head's, each such tail
+    about equally often; a head with no such tail in the batch draws from all of them; draw k
+    is edge k % B's."""
     m, draws = 3, 20_000
-    head_group = torch.tensor([0, 0, 1, 2, 2, 3, 1, 0])  # group 3 has no tail
-    tail_group = torch.tensor([0, 1, 1, 2, 0, 2, 1, 0])
+    head_group = torch.tensor([0, 0, 1, 3, 3, 5, 1, 0])  # group 5 has no tail within 1
+    tail_group = torch.tensor([0, 1, 1, 3, 0, 3, 2, 0])
     gen = torch.Generator().manual_seed(5)
-    picks = torch.stack([negatives_in_group(head_group, tail_group, m, gen) for _ in range(draws)])
+    picks = torch.stack(
+        [negatives_in_group(head_group, tail_group, m, gen, window) for _ in range(draws)]
+    )
     assert picks.shape == (draws, 8 * m)
     for k in range(8 * m):
         group = int(head_group[k % 8])
-        eligible = [j for j in range(8) if int(tail_group[j]) == group] or list(range(8))
+        eligible = [j for j in range(8) if abs(int(tail_group[j]) - group) <= window]
+        eligible = eligible or list(range(8))
         seen = Counter(picks[:, k].tolist())
         assert set(seen) == set(eligible), (k, seen)
         expected = draws / len(eligible)
         assert all(abs(c - expected) < 5 * math.sqrt(expected) for c in seen.values()), seen
 
 
-def test_umap_loss_with_groups_repels_only_the_drawn_tails():
-    """With groups the loss is the same sum over pairs, its negatives those
-    :func:`negatives_in_group` draws from the same generator state."""
+def test_umap_loss_repels_the_negatives_it_is_given():
+    """Given drawn tails (here :func:`negatives_in_group`'s), the loss is the same sum over
+    pairs with those as the negatives."""
     a, b = umap_ab(1.0, 0.1)
     m, n = 4, 12
     gen = torch.Generator().manual_seed(11)
     emb_from = torch.randn(n, 2, generator=gen, dtype=torch.float64)
     emb_to = torch.randn(n, 2, generator=gen, dtype=torch.float64)
-    group = torch.randint(0, 3, (n,), generator=gen)
-    loss = umap_loss(
-        emb_from, emb_to, a, b, negative_sample_rate=m, generator=torch.Generator().manual_seed(2),
-        head_group=group, tail_group=group,
-    )  # fmt: skip
-    neg = negatives_in_group(group, group, m, torch.Generator().manual_seed(2)).tolist()
-    assert all(int(group[j]) == int(group[k % n]) for k, j in enumerate(neg))
+    group = torch.randint(0, 5, (n,), generator=gen)
+    drawn = negatives_in_group(group, group, m, torch.Generator().manual_seed(2), 1)
+    loss = umap_loss(emb_from, emb_to, a, b, negative_sample_rate=m, negatives=drawn)
+    neg = drawn.tolist()
+    assert all(abs(int(group[j]) - int(group[k % n])) <= 1 for k, j in enumerate(neg))
     eps, terms = 1e-4, []
     for i in range(n):
         d2 = float(((emb_from[i] - emb_to[i]) ** 2).sum())

@@ -362,29 +362,36 @@ def check_timevis_export(content_path: Path, resolution: int) -> None:
     assert not leftovers
 
 
-def test_timevis_negatives_are_drawn_within_each_heads_epoch():
-    """With ``negatives_within_epoch`` the UMAP loss groups edge ends by their epoch (the
-    batch's vertex rows come first in ``rows``); without it, by nothing."""
-    rows = torch.tensor([0, 1, 1, 2, 0, 2])  # 5 vertex rows, then an interpolated point's
-    head_pos, tail_pos = torch.tensor([0, 2, 4, 3]), torch.tensor([4, 1, 0, 3])
+def test_timevis_negatives_are_drawn_within_the_epoch_window():
+    """With ``negatives_epoch_window`` each edge's negatives are tails of epochs within the
+    window of its head's (the batch's vertex rows come first in ``rows``); without it the UMAP
+    loss draws them itself."""
+    rows = torch.tensor([0, 1, 1, 2, 3, 0, 2])  # 6 vertex rows, then an interpolated point's
+    head_pos, tail_pos = torch.tensor([0, 2, 4, 3, 5]), torch.tensor([5, 1, 3, 4, 0])
     dims = ([3, 8, 2], [2, 8, 3], partial(torch.optim.Adam))
-    within = TimeVisModule(*dims, negatives_within_epoch=True)
-    head_group, tail_group = within.negative_groups(rows, head_pos, tail_pos)
-    assert head_group.tolist() == [0, 1, 0, 2] and tail_group.tolist() == [0, 1, 0, 2]
-    assert within.negative_groups(None, head_pos, tail_pos) == (None, None)
-    assert TimeVisModule(*dims).negative_groups(rows, head_pos, tail_pos) == (None, None)
+    for window in (0, 1):
+        module = TimeVisModule(*dims, negative_sample_rate=7, negatives_epoch_window=window)
+        module._generator = torch.Generator().manual_seed(0)
+        drawn = module.draw_negatives(rows, head_pos, tail_pos)
+        assert drawn.shape == (5 * 7,)
+        head_epoch, tail_epoch = rows[head_pos].repeat(7), rows[tail_pos][drawn]
+        assert ((tail_epoch - head_epoch).abs() <= window).all()
+        assert module.draw_negatives(None, head_pos, tail_pos) is None
+    assert TimeVisModule(*dims).draw_negatives(rows, head_pos, tail_pos) is None
+    with pytest.raises(ValueError, match="negatives_epoch_window=-1"):
+        TimeVisModule(*dims, negatives_epoch_window=-1)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("sampling", "within_epoch"), [("none", False), ("kcenter", True)])
-def test_train_timevis_end_to_end(demo_run, tmp_path, sampling, within_epoch):
+@pytest.mark.parametrize(("sampling", "window"), [("none", "null"), ("kcenter", 1)])
+def test_train_timevis_end_to_end(demo_run, tmp_path, sampling, window):
     content = copy_run(demo_run, tmp_path / "run")
     proc = run_train(
         [
             "method=timevis",
             f"content_path={content}",
             f"method.sampling={sampling}",
-            f"method.negatives_within_epoch={within_epoch}",
+            f"method.negatives_epoch_window={window}",
             "method.kcenter.fraction=0.5",
             "method.max_epochs=1",
             "method.recon_rows=16",  # fewer than a batch's vertices: each epoch's head on its own

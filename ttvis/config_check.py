@@ -231,6 +231,7 @@ TRAIN_RULES: tuple[Rule, ...] = (
         method__layout_epochs=int_at_least(1),
         method__max_draws_per_epoch=int_at_least(1),
         method__recon_rows=int_at_least(1),
+        method__negatives_epoch_window=int_at_least(0),
         trainer__max_epochs=int_at_least(1),
         method__gradient_clip_val=positive(),
     )

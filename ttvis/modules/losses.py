@@ -34,8 +34,7 @@ def umap_loss(
     eps: float = 1e-4,
     head_vertex: Tensor | None = None,
     tail_vertex: Tensor | None = None,
-    head_group: Tensor | None = None,
-    tail_group: Tensor | None = None,
+    negatives: Tensor | None = None,
 ) -> Tensor:
     """Fuzzy-set cross-entropy between graph membership and low-dimensional similarity.
 
@@ -56,20 +55,19 @@ def umap_loss(
         eps: lower bound on probabilities inside the logarithms.
         head_vertex, tail_vertex: ``[B]`` vertex ids of the edge ends, or None (every drawn
             tail is a negative).
-        head_group, tail_group: ``[B]`` group of the edge ends (TimeVis: the epoch), or None;
-            given, a head's negatives are its own group's tails (:func:`negatives_in_group`).
+        negatives: ``[B * m]`` the drawn tails' positions (draw k is edge ``k % B``'s), e.g.
+            from :func:`negatives_in_group`; None: drawn uniformly from ``generator``.
 
     Returns:
         Scalar mean cross-entropy over the ``B * (1 + m)`` pairs.
     """
     batch = emb_from.shape[0]
     d2_pos = (emb_from - emb_to).pow(2).sum(1)
-    if head_group is None or tail_group is None:
+    neg_idx = negatives
+    if neg_idx is None:
         neg_idx = torch.randint(
             0, batch, (batch * negative_sample_rate,), device=emb_to.device, generator=generator
         )
-    else:
-        neg_idx = negatives_in_group(head_group, tail_group, negative_sample_rate, generator)
     neg_from = emb_from.repeat(negative_sample_rate, 1)
     d2_neg = (neg_from - emb_to[neg_idx]).pow(2).sum(1)
     # q = 1 / (1 + a d^(2b)), written with d^2 to avoid sqrt's infinite gradient at 0.
@@ -90,25 +88,28 @@ def negatives_in_group(
     tail_group: Tensor,
     negative_sample_rate: int,
     generator: torch.Generator | None = None,
+    window: int = 0,
 ) -> Tensor:
-    """Each edge's negatives: tails drawn uniformly among those of the head's own group.
+    """Each edge's negatives: tails drawn uniformly among those whose group is within
+    ``window`` of the head's (0: its own group).
 
-    Draw ``k`` belongs to edge ``k % B``, as :func:`umap_loss` pairs them. A head whose group
-    has no tail in the batch draws from all the tails. Sorting and binary search keep every
-    shape fixed, so nothing waits for the host (a CUDA graph can hold it).
+    Draw ``k`` belongs to edge ``k % B``, as :func:`umap_loss` pairs them. A head with no such
+    tail in the batch draws from all the tails. Sorting and binary search keep every shape
+    fixed, so nothing waits for the host (a CUDA graph can hold it).
 
     Args:
         head_group, tail_group: ``[B]`` integer group of each edge's head and tail.
         negative_sample_rate: m, draws per edge.
         generator: random source on the groups' device.
+        window: how far (in group number) a tail's group may be from the head's.
 
     Returns:
         ``[B * m]`` positions in the batch's tails.
     """
     sorted_groups, order = torch.sort(tail_group, stable=True)
     heads = head_group.repeat(negative_sample_rate)
-    first = torch.searchsorted(sorted_groups, heads)
-    count = torch.searchsorted(sorted_groups, heads, right=True) - first
+    first = torch.searchsorted(sorted_groups, heads - window)
+    count = torch.searchsorted(sorted_groups, heads + window, right=True) - first
     u = torch.rand(heads.shape, device=heads.device, generator=generator)
     # u < 1, but u * n may round up to n in float32: clamp to the last position.
     anywhere = (u * tail_group.shape[0]).long().clamp_max(tail_group.shape[0] - 1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ttvis.modules.losses import negatives_in_group
 from ttvis.modules.visualizer import VisualizerModule
 from ttvis.subject import LinearHead
 
@@ -98,24 +99,37 @@ class TimeVisModule(VisualizerModule):
     then carry ``epoch_pos [U]``.
 
     Args:
-        negatives_within_epoch: draw each edge's UMAP negatives among the batch's tails of its
-            head's epoch (:meth:`negative_groups`) rather than among all of them, most of which
-            are other epochs' vertices; needs batches with ``epoch_pos``.
+        negatives_epoch_window: None: each edge's UMAP negatives are drawn among all the
+            batch's tails, most of them other epochs' vertices; ``w``: among those of epochs
+            within ``w`` positions of its head's (0: its own epoch; :meth:`draw_negatives`).
+            Needs batches with ``epoch_pos``.
         *args, **kwargs: as :class:`VisualizerModule`.
     """
 
-    def __init__(self, *args, negatives_within_epoch: bool = False, **kwargs) -> None:
+    def __init__(self, *args, negatives_epoch_window: int | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.negatives_within_epoch = bool(negatives_within_epoch)
+        if negatives_epoch_window is not None and negatives_epoch_window < 0:
+            raise ValueError(
+                f"negatives_epoch_window={negatives_epoch_window}: expected null or an epoch "
+                "count >= 0"
+            )
+        self.negatives_epoch_window = negatives_epoch_window
 
-    def negative_groups(
+    def draw_negatives(
         self, rows: Tensor | None, head_pos: Tensor, tail_pos: Tensor
-    ) -> tuple[Tensor | None, Tensor | None]:
-        """Each edge end's epoch position (``rows [U + ...]``, the batch's vertex rows first)
-        with ``negatives_within_epoch``; else ``(None, None)``."""
-        if not self.negatives_within_epoch or rows is None:
-            return None, None
-        return rows[head_pos], rows[tail_pos]
+    ) -> Tensor | None:
+        """With ``negatives_epoch_window``, each edge's negatives among the tails of epochs
+        within the window of its head's (``rows [U + ...]``: epoch positions, the batch's vertex
+        rows first; :func:`~ttvis.modules.losses.negatives_in_group`); else None."""
+        if self.negatives_epoch_window is None or rows is None:
+            return None
+        return negatives_in_group(
+            rows[head_pos],
+            rows[tail_pos],
+            self.negative_sample_rate,
+            self._generator,
+            int(self.negatives_epoch_window),
+        )
 
     def subject_logits(self, x: Tensor, rows: Tensor | None) -> Tensor:
         """Each row judged by its own epoch's head (an :class:`EpochHeads`)."""

@@ -332,7 +332,6 @@ class VisualizerModule(GraphedSteps, L.LightningModule):
         z = z_all[: x.shape[0]]
         recon = self._reconstructed_rows(batch, x.shape[0], x_all, z_all, counts, rows)
         head_pos, tail_pos, vertex = batch["head_pos"], batch["tail_pos"], batch.get("vertex")
-        head_group, tail_group = self.negative_groups(rows, head_pos, tail_pos)
         losses = {
             "umap": umap_loss(
                 z[head_pos],
@@ -344,8 +343,7 @@ class VisualizerModule(GraphedSteps, L.LightningModule):
                 generator=self._generator,
                 head_vertex=None if vertex is None else vertex[head_pos],
                 tail_vertex=None if vertex is None else vertex[tail_pos],
-                head_group=head_group,
-                tail_group=tail_group,
+                negatives=self.draw_negatives(rows, head_pos, tail_pos),
             ),
             "recon": reconstruction_loss(recon.x, recon.x_hat, recon.counts),
         }
@@ -356,13 +354,13 @@ class VisualizerModule(GraphedSteps, L.LightningModule):
         losses["total"] = total
         return losses
 
-    def negative_groups(
+    def draw_negatives(
         self, rows: Tensor | None, head_pos: Tensor, tail_pos: Tensor
-    ) -> tuple[Tensor | None, Tensor | None]:
-        """``(head_group [B], tail_group [B])``: the UMAP loss draws each head's negatives
-        among the tails of its own group (:func:`~ttvis.modules.losses.negatives_in_group`);
-        ``(None, None)``, as here: among all the batch's tails."""
-        return None, None
+    ) -> Tensor | None:
+        """``[B * m]`` the tails the UMAP loss repels each edge's head from (positions among
+        the batch's edges; :func:`~ttvis.modules.losses.umap_loss`), or None, as here: the
+        loss draws them uniformly from the batch."""
+        return None
 
     def _reconstructed_rows(
         self,
