@@ -113,7 +113,9 @@ class TimeVisModule(VisualizerModule):
                 f"negatives_epoch_window={negatives_epoch_window}: expected null or an epoch "
                 "count >= 0"
             )
-        self.negatives_epoch_window = negatives_epoch_window
+        self.negatives_epoch_window = (
+            None if negatives_epoch_window is None else int(negatives_epoch_window)
+        )
 
     def draw_negatives(
         self, rows: Tensor | None, head_pos: Tensor, tail_pos: Tensor
@@ -128,7 +130,7 @@ class TimeVisModule(VisualizerModule):
             rows[tail_pos],
             self.negative_sample_rate,
             self._generator,
-            int(self.negatives_epoch_window),
+            self.negatives_epoch_window,
         )
 
     def subject_logits(self, x: Tensor, rows: Tensor | None) -> Tensor:
